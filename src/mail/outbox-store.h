@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "outbox-message.h"
+
+G_BEGIN_DECLS
+
+/* Maildir folders under the store root. */
+typedef enum
+{
+  OUTBOX_FOLDER_DRAFTS,
+  OUTBOX_FOLDER_OUTBOX,
+  OUTBOX_FOLDER_SENT,
+} OutboxFolder;
+
+/* Where a stored message stands. */
+typedef enum
+{
+  OUTBOX_STATE_QUEUED,             /* waiting to be sent */
+  OUTBOX_STATE_FAILED_TEMPORARY,   /* a 4xx or network failure: may be retried */
+  OUTBOX_STATE_FAILED_PERMANENT,   /* a 5xx: needs the user's attention */
+  OUTBOX_STATE_DELIVERY_UNKNOWN,   /* lost after the final dot: never resent by itself */
+  OUTBOX_STATE_SENT,
+} OutboxMessageState;
+
+#define OUTBOX_TYPE_STORE (outbox_store_get_type ())
+
+G_DECLARE_FINAL_TYPE (OutboxStore, outbox_store, OUTBOX, STORE, GObject)
+
+/* @root: NULL for $XDG_DATA_HOME/outbox. */
+OutboxStore        *outbox_store_new               (const char          *root);
+const char         *outbox_store_get_root          (OutboxStore         *self);
+char               *outbox_store_get_folder_path   (OutboxStore         *self,
+                                                    OutboxFolder         folder);
+GFile              *outbox_store_get_message_file  (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id);
+
+/* Synchronous versions: for worker threads and the command line. Every
+ * write is atomic: tmp, fsync, rename. */
+char               *outbox_store_add               (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    GBytes              *message,
+                                                    const OutboxEnvelope *envelope,
+                                                    const char          *account_id,
+                                                    GError             **error);
+gboolean            outbox_store_move              (OutboxStore         *self,
+                                                    const char          *id,
+                                                    OutboxFolder         from,
+                                                    OutboxFolder         to,
+                                                    GError             **error);
+gboolean            outbox_store_remove            (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    GError             **error);
+OutboxEnvelope     *outbox_store_load_envelope     (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    char               **account_id,
+                                                    GError             **error);
+gboolean            outbox_store_set_state         (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    OutboxMessageState   state,
+                                                    const char          *detail,
+                                                    GError             **error);
+OutboxMessageState  outbox_store_get_state         (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    char               **detail,
+                                                    GError             **error);
+/* Like set_state(), and counts one more delivery attempt, in the same
+ * atomic write. */
+gboolean            outbox_store_record_attempt    (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    OutboxMessageState   state,
+                                                    const char          *detail,
+                                                    GError             **error);
+/* The number of delivery attempts recorded; 0 if unknown. */
+guint               outbox_store_get_attempts      (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id);
+/* Ids of the complete messages in @folder (both message and envelope). */
+GStrv               outbox_store_list              (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    GError             **error);
+
+/* Asynchronous add, run in a worker thread. Returns the new id. */
+void                outbox_store_add_async         (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    GBytes              *message,
+                                                    const OutboxEnvelope *envelope,
+                                                    const char          *account_id,
+                                                    GCancellable        *cancellable,
+                                                    GAsyncReadyCallback  callback,
+                                                    gpointer             user_data);
+char               *outbox_store_add_finish        (OutboxStore         *self,
+                                                    GAsyncResult        *result,
+                                                    GError             **error);
+
+G_END_DECLS

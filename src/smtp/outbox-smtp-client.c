@@ -1,0 +1,1934 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-smtp"
+
+#include "config.h"
+
+#include <glib/gi18n-lib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "outbox-smtp-address.h"
+#include "outbox-smtp-auth.h"
+#include "outbox-smtp-caps.h"
+#include "outbox-smtp-client.h"
+#include "outbox-smtp-data-filter.h"
+
+/* How much of the message is read, filtered and written at once. */
+#define BODY_CHUNK   (64 * 1024)
+#define READ_CHUNK   (16 * 1024)
+/* QUIT after a failure or a success gets at most this long. */
+#define QUIT_TIMEOUT_MS 5000
+
+struct _OutboxSmtpClient
+{
+  GObject             parent_instance;
+
+  char               *host;
+  guint16             port;
+  OutboxSmtpSecurity  security;
+  char               *username;
+  char               *password;
+  GTlsDatabase       *extra_ca;
+  char               *helo_name;
+  guint               timeouts[OUTBOX_SMTP_N_STEPS];
+
+  OutboxSmtpFailure  *failure;
+  GString            *transcript;
+  gboolean            busy;
+};
+
+G_DEFINE_FINAL_TYPE (OutboxSmtpClient, outbox_smtp_client, G_TYPE_OBJECT)
+
+enum
+{
+  SIGNAL_STEP_CHANGED,
+  SIGNAL_PROGRESS,
+  SIGNAL_TRANSCRIPT,
+  N_SIGNALS
+};
+
+static guint signals[N_SIGNALS];
+
+typedef struct _Session Session;
+typedef void (*ReplyHandler) (GTask           *task,
+                              OutboxSmtpReply *reply);
+typedef void (*NextStep) (GTask *task);
+
+struct _Session
+{
+  OutboxSmtpClient      *self;
+  GCancellable          *user_cancel;
+  gboolean               check_only;
+
+  /* What to send. */
+  char                  *from;
+  GPtrArray             *recipients;   /* envelope form */
+  GInputStream          *message;
+  goffset                message_size;
+
+  /* The connection. */
+  GSocketClient         *socket_client;
+  GSocketConnection     *socket_conn;
+  GTlsConnection        *tls_conn;
+  GInputStream          *in;
+  GOutputStream         *out;
+  gboolean               tls_active;
+  gboolean               smtputf8;
+  OutboxSmtpCaps        *caps;
+  GTlsCertificateFlags   tls_errors;
+
+  /* Reading replies. */
+  OutboxSmtpReplyParser *parser;
+  GByteArray            *rbuf;         /* bytes read but not parsed yet */
+  guint8                *read_chunk;
+  ReplyHandler           on_reply;
+
+  /* Writing. */
+  GBytes                *pending_write;
+  NextStep               on_written;
+
+  /* The current I/O operation. */
+  OutboxSmtpStep         step;
+  GCancellable          *io_cancel;
+  gulong                 cancel_handler;
+  GSource               *timeout_source;
+  gboolean               timed_out;
+
+  /* Authentication. */
+  const char            *auth_mechanism;
+  guint                  auth_stage;
+
+  /* Recipients. */
+  guint                  rcpt_index;
+  guint                  accepted;
+  GPtrArray             *rejected;     /* OutboxSmtpRejection */
+
+  /* Body. */
+  OutboxSmtpDataFilter   filter;
+  GByteArray            *body_out;
+  guint8                *body_in;
+  guint64                body_read;
+  gboolean               body_eof;
+
+  OutboxSmtpReply       *final_reply;
+  GError                *error;        /* the failure being reported */
+  GError                *cause;        /* its underlying GIO/TLS error, if any */
+  OutboxSmtpReply       *error_reply;
+};
+
+typedef struct
+{
+  GPtrArray       *rejected;
+  OutboxSmtpReply *final_reply;
+} SendResult;
+
+static void session_read_reply (GTask        *task,
+                                ReplyHandler  handler);
+static void session_fail_with  (GTask           *task,
+                                GError          *error,
+                                OutboxSmtpReply *reply,
+                                gboolean         send_quit);
+static void send_hello         (GTask *task);
+static void start_auth         (GTask *task);
+static void send_mail          (GTask *task);
+static void send_next_rcpt     (GTask *task);
+static void read_body_chunk    (GTask *task);
+
+void
+outbox_smtp_rejection_free (OutboxSmtpRejection *rejection)
+{
+  if (rejection == NULL)
+    return;
+
+  g_free (rejection->address);
+  outbox_smtp_reply_free (rejection->reply);
+  g_free (rejection);
+}
+
+static void
+send_result_free (SendResult *result)
+{
+  g_clear_pointer (&result->rejected, g_ptr_array_unref);
+  g_clear_pointer (&result->final_reply, outbox_smtp_reply_free);
+  g_free (result);
+}
+
+static void
+session_free (Session *s)
+{
+  /* Every path ends its I/O before completing the task; be safe anyway. */
+  if (s->timeout_source != NULL)
+    {
+      g_source_destroy (s->timeout_source);
+      g_clear_pointer (&s->timeout_source, g_source_unref);
+    }
+  if (s->cancel_handler != 0)
+    g_cancellable_disconnect (s->user_cancel, s->cancel_handler);
+  g_clear_object (&s->user_cancel);
+
+  g_clear_object (&s->io_cancel);
+  g_clear_error (&s->cause);
+  g_free (s->from);
+  g_clear_pointer (&s->recipients, g_ptr_array_unref);
+  g_clear_object (&s->message);
+  g_clear_object (&s->socket_client);
+  g_clear_object (&s->tls_conn);
+  g_clear_object (&s->socket_conn);
+  g_clear_pointer (&s->caps, outbox_smtp_caps_free);
+  g_clear_pointer (&s->parser, outbox_smtp_reply_parser_free);
+  g_clear_pointer (&s->rbuf, g_byte_array_unref);
+  g_free (s->read_chunk);
+  g_clear_pointer (&s->pending_write, g_bytes_unref);
+  g_clear_pointer (&s->rejected, g_ptr_array_unref);
+  g_clear_pointer (&s->body_out, g_byte_array_unref);
+  g_free (s->body_in);
+  g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
+  g_clear_error (&s->error);
+  g_clear_pointer (&s->error_reply, outbox_smtp_reply_free);
+  g_free (s);
+}
+
+/* Default timeouts: RFC 5321 section 4.5.3.2. */
+static guint
+default_timeout (OutboxSmtpStep step)
+{
+  switch (step)
+    {
+    case OUTBOX_SMTP_STEP_CONNECT: return 60 * 1000;
+    case OUTBOX_SMTP_STEP_GREETING: return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_MAIL: return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_RCPT: return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_DATA: return 2 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_BODY: return 3 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_DATA_END: return 10 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_NONE:
+    case OUTBOX_SMTP_STEP_HELLO:
+    case OUTBOX_SMTP_STEP_STARTTLS:
+    case OUTBOX_SMTP_STEP_TLS:
+    case OUTBOX_SMTP_STEP_AUTH:
+    case OUTBOX_SMTP_STEP_QUIT:
+    case OUTBOX_SMTP_STEP_DONE:
+    default:
+      return 5 * 60 * 1000;
+    }
+}
+
+static void
+transcript_add (OutboxSmtpClient         *self,
+                OutboxSmtpTranscriptKind  kind,
+                const char               *line)
+{
+  static const char *prefixes[] = { "C: ", "S: ", "* " };
+  g_autofree char *visible = outbox_smtp_make_visible (line, -1);
+
+  g_string_append (self->transcript, prefixes[kind]);
+  g_string_append (self->transcript, visible);
+  g_string_append_c (self->transcript, '\n');
+  g_debug ("%s%s", prefixes[kind], visible);
+
+  g_signal_emit (self, signals[SIGNAL_TRANSCRIPT], 0, (guint) kind, visible);
+}
+
+static void
+session_set_step (Session        *s,
+                  OutboxSmtpStep  step)
+{
+  if (s->step == step)
+    return;
+
+  s->step = step;
+  g_signal_emit (s->self, signals[SIGNAL_STEP_CHANGED], 0, (guint) step);
+}
+
+static gboolean
+on_io_timeout_cb (gpointer data)
+{
+  Session *s = data;
+
+  s->timed_out = TRUE;
+  g_clear_pointer (&s->timeout_source, g_source_unref);
+  g_cancellable_cancel (s->io_cancel);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_user_cancelled_cb (GCancellable *cancellable,
+                      gpointer      data)
+{
+  GCancellable *io_cancel = data;
+
+  g_cancellable_cancel (io_cancel);
+}
+
+/* Every network operation gets a fresh cancellable that fires on the
+ * caller's cancellation or on the current step's timeout. */
+static GCancellable *
+session_begin_io (GTask          *task,
+                  OutboxSmtpStep  timeout_step,
+                  guint           timeout_override)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *user = s->user_cancel;
+  guint msec = timeout_override ? timeout_override : s->self->timeouts[timeout_step];
+
+  g_assert (s->timeout_source == NULL);
+  g_assert (s->cancel_handler == 0);
+
+  g_clear_object (&s->io_cancel);
+  s->io_cancel = g_cancellable_new ();
+  s->timed_out = FALSE;
+
+  if (user != NULL)
+    s->cancel_handler = g_cancellable_connect (user, G_CALLBACK (on_user_cancelled_cb),
+                                               g_object_ref (s->io_cancel), g_object_unref);
+
+  s->timeout_source = g_timeout_source_new (msec);
+  g_source_set_callback (s->timeout_source, on_io_timeout_cb, s, NULL);
+  g_source_attach (s->timeout_source, g_task_get_context (task));
+
+  return s->io_cancel;
+}
+
+static void
+session_end_io (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (s->timeout_source != NULL)
+    {
+      g_source_destroy (s->timeout_source);
+      g_clear_pointer (&s->timeout_source, g_source_unref);
+    }
+
+  if (s->cancel_handler != 0)
+    {
+      g_cancellable_disconnect (s->user_cancel, s->cancel_handler);
+      s->cancel_handler = 0;
+    }
+}
+
+static guint
+step_timeout_seconds (Session *s)
+{
+  return MAX (1, (s->self->timeouts[s->step] + 999) / 1000);
+}
+
+/* Turns a failed I/O operation into our error. */
+static GError *
+session_io_error (GTask  *task,
+                  GError *io_error)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (g_error_matches (io_error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && !s->timed_out)
+    return g_error_copy (io_error);
+
+  if (!s->timed_out)
+    {
+      g_clear_error (&s->cause);
+      s->cause = g_error_copy (io_error);
+    }
+
+  if (s->timed_out || g_error_matches (io_error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+    {
+      guint seconds = step_timeout_seconds (s);
+
+      if (s->step == OUTBOX_SMTP_STEP_DATA_END)
+        return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
+                            ngettext ("The server did not confirm the message within %u second.",
+                                      "The server did not confirm the message within %u seconds.",
+                                      seconds),
+                            seconds);
+
+      /* Translators: %u is a number of seconds, %s a step such as "signing in" */
+      return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT,
+                          ngettext ("The server did not answer within %u second while %s.",
+                                    "The server did not answer within %u seconds while %s.",
+                                    seconds),
+                          seconds, outbox_smtp_step_describe (s->step));
+    }
+
+  if (s->step == OUTBOX_SMTP_STEP_DATA_END)
+    return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
+                        _("The connection was lost before the server confirmed the message: %s"),
+                        io_error->message);
+
+  if (io_error->domain == G_TLS_ERROR)
+    return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                        _("The secure connection failed: %s"), io_error->message);
+
+  return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
+                      _("The connection to the server was lost while %s: %s"),
+                      outbox_smtp_step_describe (s->step), io_error->message);
+}
+
+static void
+on_closed_cb (GObject      *source,
+              GAsyncResult *result,
+              gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GError) ignored = NULL;
+
+  session_end_io (task);
+  g_io_stream_close_finish (G_IO_STREAM (source), result, &ignored);
+  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Connection closed"));
+
+  self->busy = FALSE;
+
+  if (s->error != NULL)
+    {
+      g_task_return_error (task, g_steal_pointer (&s->error));
+      return;
+    }
+
+  if (s->check_only)
+    g_task_return_boolean (task, TRUE);
+  else
+    {
+      SendResult *result_data = g_new0 (SendResult, 1);
+
+      result_data->rejected = g_steal_pointer (&s->rejected);
+      result_data->final_reply = g_steal_pointer (&s->final_reply);
+      g_task_return_pointer (task, result_data, (GDestroyNotify) send_result_free);
+    }
+}
+
+/* Closes the connection (if any) and completes the task with s->error, or
+ * success when it is NULL. */
+static void
+session_finish (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  GIOStream *stream = s->tls_conn ? G_IO_STREAM (s->tls_conn) : G_IO_STREAM (s->socket_conn);
+
+  session_end_io (task);
+
+  if (s->error == NULL)
+    session_set_step (s, OUTBOX_SMTP_STEP_DONE);
+
+  if (stream != NULL && !g_io_stream_is_closed (stream))
+    {
+      GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+
+      /* The caller's cancellation must not stop the close itself. */
+      if (s->cancel_handler != 0)
+        {
+          g_cancellable_disconnect (s->user_cancel, s->cancel_handler);
+          s->cancel_handler = 0;
+        }
+      g_io_stream_close_async (stream, G_PRIORITY_DEFAULT, cancellable, on_closed_cb,
+                               g_steal_pointer (&task));
+      return;
+    }
+
+  s->self->busy = FALSE;
+  if (s->error != NULL)
+    g_task_return_error (task, g_steal_pointer (&s->error));
+  else if (s->check_only)
+    g_task_return_boolean (task, TRUE);
+  else
+    {
+      SendResult *result_data = g_new0 (SendResult, 1);
+
+      result_data->rejected = g_steal_pointer (&s->rejected);
+      result_data->final_reply = g_steal_pointer (&s->final_reply);
+      g_task_return_pointer (task, result_data, (GDestroyNotify) send_result_free);
+    }
+  g_object_unref (task);
+}
+
+/* Writing ----------------------------------------------------------------- */
+
+static void
+on_written_cb (GObject      *source,
+               GAsyncResult *result,
+               gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  gsize written = 0;
+  NextStep next;
+
+  session_end_io (task);
+
+  if (!g_output_stream_write_all_finish (G_OUTPUT_STREAM (source), result, &written, &error))
+    {
+      g_clear_pointer (&s->pending_write, g_bytes_unref);
+      session_fail_with (task, session_io_error (task, error), NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  g_clear_pointer (&s->pending_write, g_bytes_unref);
+  next = s->on_written;
+  s->on_written = NULL;
+  next (g_steal_pointer (&task));
+}
+
+/* Writes @bytes in one write, then calls @next. Takes the task. */
+static void
+session_write_bytes (GTask          *task,
+                     GBytes         *bytes,
+                     OutboxSmtpStep  timeout_step,
+                     NextStep        next)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *cancellable;
+  gsize len;
+  gconstpointer data;
+
+  g_assert (s->pending_write == NULL);
+
+  s->pending_write = bytes;
+  s->on_written = next;
+  data = g_bytes_get_data (bytes, &len);
+  cancellable = session_begin_io (task, timeout_step, 0);
+  g_output_stream_write_all_async (s->out, data, len, G_PRIORITY_DEFAULT, cancellable,
+                                   on_written_cb, task);
+}
+
+static void
+session_read_after_write (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  session_read_reply (task, s->on_reply);
+}
+
+/* Sends one command line and reads its reply. @shown is what the
+ * transcript shows instead of @line (for secrets), or NULL. */
+static void
+session_command (GTask        *task,
+                 const char   *line,
+                 const char   *shown,
+                 ReplyHandler  handler)
+{
+  Session *s = g_task_get_task_data (task);
+  gsize len = strlen (line);
+  char *buf = g_malloc (len + 3);
+
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, shown ? shown : line);
+
+  memcpy (buf, line, len);
+  buf[len] = '\r';
+  buf[len + 1] = '\n';
+  buf[len + 2] = '\0';
+
+  s->on_reply = handler;
+  if (shown != NULL)
+    {
+      /* Wipe the secret copy once it has been written. */
+      GBytes *bytes = g_bytes_new_with_free_func (buf, len + 2,
+                                                  (GDestroyNotify) outbox_smtp_secure_free, buf);
+
+      session_write_bytes (task, bytes, s->step, session_read_after_write);
+      return;
+    }
+
+  session_write_bytes (task, g_bytes_new_take (buf, len + 2), s->step, session_read_after_write);
+}
+
+/* Reading ------------------------------------------------------------------ */
+
+static gboolean
+session_parse_buffered (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (OutboxSmtpReply) reply = NULL;
+  g_autoptr (GError) error = NULL;
+  gsize consumed = 0;
+  ReplyHandler handler;
+
+  if (s->rbuf->len == 0)
+    return FALSE;
+
+  if (!outbox_smtp_reply_parser_feed (s->parser, s->rbuf->data, s->rbuf->len, &consumed, &reply,
+                                      &error))
+    {
+      GError *protocol;
+
+      g_byte_array_set_size (s->rbuf, 0);
+      if (s->step == OUTBOX_SMTP_STEP_DATA_END)
+        protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
+                                _("The server's answer to the message could not be understood: %s"),
+                                error->message);
+      else
+        protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL,
+                                _("The server's answer while %s could not be understood: %s"),
+                                outbox_smtp_step_describe (s->step), error->message);
+      session_fail_with (task, protocol, NULL, FALSE);
+      return TRUE;
+    }
+
+  g_byte_array_remove_range (s->rbuf, 0, consumed);
+
+  if (reply == NULL)
+    return FALSE;
+
+  {
+    g_autofree char *text = outbox_smtp_reply_to_string (reply);
+    g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
+
+    for (guint i = 0; lines[i] != NULL; i++)
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_SERVER, lines[i]);
+  }
+
+  handler = s->on_reply;
+  s->on_reply = NULL;
+  handler (task, g_steal_pointer (&reply));
+  return TRUE;
+}
+
+static void
+on_read_cb (GObject      *source,
+            GAsyncResult *result,
+            gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  gssize n;
+
+  session_end_io (task);
+
+  n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
+  if (n < 0)
+    {
+      session_fail_with (task, session_io_error (task, error), NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  if (n == 0)
+    {
+      GError *lost;
+
+      if (s->step == OUTBOX_SMTP_STEP_DATA_END)
+        lost = g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
+                                    _("The server closed the connection before confirming the "
+                                      "message."));
+      else
+        lost = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
+                            _("The server closed the connection while %s."),
+                            outbox_smtp_step_describe (s->step));
+      session_fail_with (task, lost, NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  g_byte_array_append (s->rbuf, s->read_chunk, n);
+  session_read_reply (g_steal_pointer (&task), s->on_reply);
+}
+
+/* Reads one reply and passes it to @handler. Takes the task. */
+static void
+session_read_reply (GTask        *task,
+                    ReplyHandler  handler)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *cancellable;
+
+  s->on_reply = handler;
+
+  if (session_parse_buffered (task))
+    return;
+
+  cancellable = session_begin_io (task, s->step, 0);
+  g_input_stream_read_async (s->in, s->read_chunk, READ_CHUNK, G_PRIORITY_DEFAULT, cancellable,
+                             on_read_cb, task);
+}
+
+/* Failing and quitting ----------------------------------------------------- */
+
+static void
+on_quit_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  outbox_smtp_reply_free (reply);
+  session_finish (task);
+}
+
+static void
+on_quit_written (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *cancellable;
+
+  s->on_reply = on_quit_reply;
+  if (session_parse_buffered (task))
+    return;
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+  g_input_stream_read_async (s->in, s->read_chunk, READ_CHUNK, G_PRIORITY_DEFAULT, cancellable,
+                             on_read_cb, task);
+}
+
+/* Sends QUIT, reads (briefly) its reply, closes, then completes. Errors
+ * on the way are ignored: by now the outcome is known. */
+static void
+session_quit (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *cancellable;
+  static const char quit[] = "QUIT\r\n";
+
+  session_set_step (s, OUTBOX_SMTP_STEP_QUIT);
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
+
+  s->pending_write = g_bytes_new_static (quit, strlen (quit));
+  s->on_written = on_quit_written;
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+  g_output_stream_write_all_async (s->out, quit, strlen (quit), G_PRIORITY_DEFAULT, cancellable,
+                                   on_written_cb, task);
+}
+
+/* Records the failure and ends the session: with QUIT when the
+ * connection is still in a known state, else by closing it. Takes the
+ * task and @error; @reply (nullable) is taken too. */
+static void
+session_fail_with (GTask           *task,
+                   GError          *error,
+                   OutboxSmtpReply *reply,
+                   gboolean         send_quit)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+
+  session_end_io (task);
+
+  if (s->error != NULL || s->step == OUTBOX_SMTP_STEP_QUIT)
+    {
+      /* Already failing, or the outcome is known and only QUIT went
+       * wrong: keep what we have. */
+      g_error_free (error);
+      outbox_smtp_reply_free (reply);
+      g_clear_error (&s->cause);
+      session_finish (task);
+      return;
+    }
+
+  g_clear_pointer (&self->failure, outbox_smtp_failure_free);
+  self->failure = outbox_smtp_failure_new (s->step, error, s->cause, reply, self->host,
+                                           self->port, self->security);
+  g_clear_error (&s->cause);
+  self->failure->tls_errors = s->tls_errors;
+
+  if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, error->message);
+
+  s->error = error;
+  outbox_smtp_reply_free (reply);
+
+  if (send_quit)
+    session_quit (task);
+  else
+    session_finish (task);
+}
+
+static void
+session_fail_reply (GTask               *task,
+                    OutboxSmtpErrorCode  code,
+                    OutboxSmtpReply     *reply,
+                    const char          *what)
+{
+  g_autofree char *text = outbox_smtp_reply_to_string (reply);
+  g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+  GError *error;
+
+  /* Translators: the first %s says what was refused, the second is the
+   * server's reply */
+  error = g_error_new (OUTBOX_SMTP_ERROR, code, _("%s: the server replied “%s”."), what, visible);
+
+  /* A 421 means the server is closing: no QUIT. */
+  session_fail_with (task, error, reply, reply->code != 421);
+}
+
+/* Connecting ---------------------------------------------------------------- */
+
+static void
+describe_tls (GTask          *task,
+              GTlsConnection *tls)
+{
+  Session *s = g_task_get_task_data (task);
+  GTlsCertificate *cert = g_tls_connection_get_peer_certificate (tls);
+  const char *version;
+  g_autofree char *line = NULL;
+
+  switch (g_tls_connection_get_protocol_version (tls))
+    {
+    case G_TLS_PROTOCOL_VERSION_TLS_1_0: version = "TLS 1.0"; break;
+    case G_TLS_PROTOCOL_VERSION_TLS_1_1: version = "TLS 1.1"; break;
+    case G_TLS_PROTOCOL_VERSION_TLS_1_2: version = "TLS 1.2"; break;
+    case G_TLS_PROTOCOL_VERSION_TLS_1_3: version = "TLS 1.3"; break;
+    case G_TLS_PROTOCOL_VERSION_SSL_3_0:
+    case G_TLS_PROTOCOL_VERSION_DTLS_1_0:
+    case G_TLS_PROTOCOL_VERSION_DTLS_1_2:
+    case G_TLS_PROTOCOL_VERSION_UNKNOWN:
+    default: version = "unknown"; break;
+    }
+
+  line = g_strdup_printf (_("Secured with %s (%s)"), version,
+                          g_tls_connection_get_ciphersuite_name (tls) ?: "?");
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
+
+  if (cert != NULL)
+    {
+      g_autoptr (GByteArray) der = NULL;
+      g_autofree char *subject = g_tls_certificate_get_subject_name (cert);
+      g_autofree char *issuer = g_tls_certificate_get_issuer_name (cert);
+      g_autofree char *fingerprint = NULL;
+      g_autofree char *cert_line = NULL;
+
+      g_object_get (cert, "certificate", &der, NULL);
+      if (der != NULL)
+        fingerprint = g_compute_checksum_for_data (G_CHECKSUM_SHA256, der->data, der->len);
+
+      cert_line = g_strdup_printf (_("Certificate: %s, issued by %s, SHA-256 %s"),
+                                   subject ?: "?", issuer ?: "?", fingerprint ?: "?");
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, cert_line);
+    }
+}
+
+/* The system store said no. Accept the certificate only if it is valid
+ * for our host when anchored at the account's extra CA. */
+static gboolean
+on_accept_certificate_cb (GTlsConnection       *conn,
+                          GTlsCertificate      *peer_cert,
+                          GTlsCertificateFlags  errors,
+                          gpointer              user_data)
+{
+  Session *s = user_data;
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GSocketConnectable) identity = NULL;
+  GTlsCertificateFlags flags;
+
+  s->tls_errors = errors;
+
+  if (self->extra_ca == NULL || errors != G_TLS_CERTIFICATE_UNKNOWN_CA)
+    return FALSE;
+
+  identity = g_network_address_new (self->host, self->port);
+  flags = g_tls_database_verify_chain (self->extra_ca, peer_cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
+                                       identity, NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
+  if (flags != 0)
+    {
+      s->tls_errors = flags;
+      return FALSE;
+    }
+
+  s->tls_errors = 0;
+  return TRUE;
+}
+
+static void
+on_socket_client_event_cb (GSocketClient      *client,
+                           GSocketClientEvent  event,
+                           GSocketConnectable *connectable,
+                           GIOStream          *connection,
+                           gpointer            user_data)
+{
+  Session *s = user_data;
+
+  if (event == G_SOCKET_CLIENT_TLS_HANDSHAKING)
+    {
+      session_set_step (s, OUTBOX_SMTP_STEP_TLS);
+      g_signal_connect (connection, "accept-certificate", G_CALLBACK (on_accept_certificate_cb),
+                        s);
+    }
+  else if (event == G_SOCKET_CLIENT_CONNECTED)
+    {
+      GSocket *socket = g_socket_connection_get_socket (G_SOCKET_CONNECTION (connection));
+      g_autoptr (GError) error = NULL;
+      g_autofree char *line = NULL;
+
+      /* Every exchange is one write: no need to wait for delayed ACKs. */
+      if (g_socket_get_family (socket) != G_SOCKET_FAMILY_UNIX &&
+          !g_socket_set_option (socket, IPPROTO_TCP, TCP_NODELAY, 1, &error))
+        g_debug ("Could not set TCP_NODELAY: %s", error->message);
+
+      line = g_strdup_printf (_("Connected to %s port %u"), s->self->host, s->self->port);
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
+    }
+}
+
+static gboolean
+session_check_injection (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (s->rbuf->len == 0 && outbox_smtp_reply_parser_is_idle (s->parser))
+    return TRUE;
+
+  session_fail_with (task,
+                     g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INJECTION,
+                                          _("The server sent unexpected data right after "
+                                            "agreeing to encrypt the connection. Outbox stopped, "
+                                            "because this is how an attacker would inject "
+                                            "commands.")),
+                     NULL, FALSE);
+  return FALSE;
+}
+
+static void
+session_use_stream (Session   *s,
+                    GIOStream *stream)
+{
+  s->in = g_io_stream_get_input_stream (stream);
+  s->out = g_io_stream_get_output_stream (stream);
+  /* A new reader: nothing from before carries over. */
+  g_byte_array_set_size (s->rbuf, 0);
+  outbox_smtp_reply_parser_reset (s->parser);
+}
+
+static void
+on_greeting_reply (GTask           *task,
+                   OutboxSmtpReply *reply)
+{
+  if (reply->code != 220)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused the connection"));
+      return;
+    }
+
+  outbox_smtp_reply_free (reply);
+  send_hello (task);
+}
+
+static void
+on_connected_cb (GObject      *source,
+                 GAsyncResult *result,
+                 gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GError) error = NULL;
+  GSocketConnection *conn;
+
+  session_end_io (task);
+
+  conn = g_socket_client_connect_to_host_finish (G_SOCKET_CLIENT (source), result, &error);
+  if (conn == NULL)
+    {
+      GError *ours;
+
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && !s->timed_out)
+        ours = g_error_copy (error);
+      else if (s->timed_out)
+        ours = session_io_error (task, error);
+      else if (error->domain == G_TLS_ERROR || s->step == OUTBOX_SMTP_STEP_TLS)
+        ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                            _("Could not secure the connection to %s: %s"), self->host,
+                            error->message);
+      else
+        ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECT,
+                            _("Could not connect to %s port %u: %s"), self->host, self->port,
+                            error->message);
+
+      if (ours->domain == OUTBOX_SMTP_ERROR)
+        s->cause = g_error_copy (error);
+      session_fail_with (task, ours, NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  s->socket_conn = conn;
+
+  if (G_IS_TCP_WRAPPER_CONNECTION (conn))
+    {
+      GIOStream *base = g_tcp_wrapper_connection_get_base_io_stream (G_TCP_WRAPPER_CONNECTION (conn));
+
+      if (G_IS_TLS_CONNECTION (base))
+        {
+          s->tls_active = TRUE;
+          describe_tls (task, G_TLS_CONNECTION (base));
+        }
+    }
+
+  session_use_stream (s, G_IO_STREAM (conn));
+  session_set_step (s, OUTBOX_SMTP_STEP_GREETING);
+  session_read_reply (g_steal_pointer (&task), on_greeting_reply);
+}
+
+static void
+session_connect (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  GCancellable *cancellable;
+  g_autofree char *line = NULL;
+
+  session_set_step (s, OUTBOX_SMTP_STEP_CONNECT);
+  line = g_strdup_printf (_("Connecting to %s port %u"), self->host, self->port);
+  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
+
+  s->socket_client = g_socket_client_new ();
+  if (self->security == OUTBOX_SMTP_SECURITY_TLS)
+    g_socket_client_set_tls (s->socket_client, TRUE);
+  g_signal_connect (s->socket_client, "event", G_CALLBACK (on_socket_client_event_cb), s);
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_CONNECT, 0);
+  g_socket_client_connect_to_host_async (s->socket_client, self->host, self->port, cancellable,
+                                         on_connected_cb, task);
+}
+
+/* EHLO / HELO --------------------------------------------------------------- */
+
+static void after_hello (GTask *task);
+
+static void
+on_helo_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code != 250)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused Outbox's greeting"));
+      return;
+    }
+
+  outbox_smtp_reply_free (reply);
+  g_clear_pointer (&s->caps, outbox_smtp_caps_free);
+  s->caps = outbox_smtp_caps_new_empty ();
+  after_hello (task);
+}
+
+static void
+on_ehlo_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code == 250)
+    {
+      g_clear_pointer (&s->caps, outbox_smtp_caps_free);
+      s->caps = outbox_smtp_caps_new_from_reply (reply);
+      outbox_smtp_reply_free (reply);
+      after_hello (task);
+      return;
+    }
+
+  if (reply->code == 500 || reply->code == 502 || reply->code == 504 || reply->code == 550)
+    {
+      /* EHLO not understood: an old server. HELO, with no extensions. */
+      g_autofree char *line = g_strdup_printf ("HELO %s", s->self->helo_name);
+
+      outbox_smtp_reply_free (reply);
+      session_command (task, line, NULL, on_helo_reply);
+      return;
+    }
+
+  session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                      _("The server refused Outbox's greeting"));
+}
+
+static void
+send_hello (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autofree char *line = g_strdup_printf ("EHLO %s", s->self->helo_name);
+
+  session_set_step (s, OUTBOX_SMTP_STEP_HELLO);
+  session_command (task, line, NULL, on_ehlo_reply);
+}
+
+/* STARTTLS ------------------------------------------------------------------ */
+
+static void
+on_handshake_cb (GObject      *source,
+                 GAsyncResult *result,
+                 gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+
+  session_end_io (task);
+
+  if (!g_tls_connection_handshake_finish (G_TLS_CONNECTION (source), result, &error))
+    {
+      GError *ours;
+
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || s->timed_out)
+        ours = session_io_error (task, error);
+      else
+        ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                            _("Could not secure the connection to %s: %s"), s->self->host,
+                            error->message);
+      if (ours->domain == OUTBOX_SMTP_ERROR)
+        s->cause = g_error_copy (error);
+      session_fail_with (task, ours, NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  s->tls_active = TRUE;
+  describe_tls (task, s->tls_conn);
+  session_use_stream (s, G_IO_STREAM (s->tls_conn));
+
+  /* Forget everything learned before TLS and ask again. */
+  g_clear_pointer (&s->caps, outbox_smtp_caps_free);
+  send_hello (g_steal_pointer (&task));
+}
+
+static void
+on_starttls_reply (GTask           *task,
+                   OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GSocketConnectable) identity = NULL;
+  g_autoptr (GError) error = NULL;
+  GIOStream *tls;
+  GCancellable *cancellable;
+
+  if (reply->code != 220)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE, reply,
+                          _("The server refused to encrypt the connection"));
+      return;
+    }
+  outbox_smtp_reply_free (reply);
+
+  /* Anything already received after the 220 was sent in the clear and
+   * would be read as if it came through TLS. */
+  if (!session_check_injection (task))
+    return;
+
+  session_set_step (s, OUTBOX_SMTP_STEP_TLS);
+
+  identity = g_network_address_new (self->host, self->port);
+  tls = g_tls_client_connection_new (G_IO_STREAM (s->socket_conn), identity, &error);
+  if (tls == NULL)
+    {
+      session_fail_with (task,
+                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                                      _("TLS is not available on this computer (is "
+                                        "glib-networking installed?): %s"),
+                                      error->message),
+                         NULL, FALSE);
+      return;
+    }
+
+  s->tls_conn = G_TLS_CONNECTION (tls);
+  g_signal_connect (tls, "accept-certificate", G_CALLBACK (on_accept_certificate_cb), s);
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_TLS, 0);
+  g_tls_connection_handshake_async (s->tls_conn, G_PRIORITY_DEFAULT, cancellable,
+                                    on_handshake_cb, task);
+}
+
+static void
+after_hello (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+
+  if (!s->tls_active && self->security == OUTBOX_SMTP_SECURITY_STARTTLS)
+    {
+      if (!outbox_smtp_caps_has (s->caps, "STARTTLS"))
+        {
+          session_fail_with (task,
+                             g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE,
+                                          _("%s does not offer encryption (STARTTLS), so Outbox "
+                                            "will not sign in or send over this connection."),
+                                          self->host),
+                             NULL, TRUE);
+          return;
+        }
+
+      session_set_step (s, OUTBOX_SMTP_STEP_STARTTLS);
+      session_command (task, "STARTTLS", NULL, on_starttls_reply);
+      return;
+    }
+
+  s->smtputf8 = outbox_smtp_caps_has (s->caps, "SMTPUTF8");
+  start_auth (task);
+}
+
+/* AUTH ---------------------------------------------------------------------- */
+
+static void
+after_auth (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (s->check_only)
+    {
+      session_quit (task);
+      return;
+    }
+
+  send_mail (task);
+}
+
+static void
+on_auth_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autofree char *response = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *line = NULL;
+
+  if (reply->code == 235)
+    {
+      outbox_smtp_reply_free (reply);
+      transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Signed in"));
+      after_auth (task);
+      return;
+    }
+
+  if (reply->code == 334 && g_str_equal (s->auth_mechanism, "LOGIN") && s->auth_stage < 2)
+    {
+      outbox_smtp_reply_free (reply);
+      response = outbox_smtp_auth_login_response (s->auth_stage == 0 ? self->username
+                                                                      : self->password,
+                                                  s->auth_stage != 0, &error);
+      s->auth_stage++;
+      if (response == NULL)
+        {
+          session_fail_with (task, g_error_copy (error), NULL, TRUE);
+          return;
+        }
+      session_command (task, response, OUTBOX_SMTP_REDACTED, on_auth_reply);
+      outbox_smtp_secure_wipe (response, strlen (response));
+      return;
+    }
+
+  if (reply->code == 334)
+    {
+      /* A challenge we did not expect: cancel the exchange. */
+      outbox_smtp_reply_free (reply);
+      session_command (task, "*", NULL, on_auth_reply);
+      return;
+    }
+
+  session_fail_reply (task, OUTBOX_SMTP_ERROR_AUTH_FAILED, reply,
+                      _("The server did not accept the sign-in"));
+}
+
+static void
+start_auth (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GError) error = NULL;
+
+  if (self->username == NULL || self->password == NULL)
+    {
+      after_auth (task);
+      return;
+    }
+
+  session_set_step (s, OUTBOX_SMTP_STEP_AUTH);
+
+  /* Never a password over a connection anyone can read, unless the
+   * account asked for no encryption to a server on this computer. */
+  if (!s->tls_active &&
+      (self->security != OUTBOX_SMTP_SECURITY_NONE || !outbox_smtp_host_is_loopback (self->host)))
+    {
+      session_fail_with (task,
+                         g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INSECURE,
+                                              _("Outbox will not send a password over an "
+                                                "unencrypted connection.")),
+                         NULL, TRUE);
+      return;
+    }
+
+  if (outbox_smtp_caps_has_auth_mechanism (s->caps, "PLAIN"))
+    {
+      g_autofree char *response = outbox_smtp_auth_plain_response (self->username, self->password,
+                                                                   &error);
+      char *line;
+
+      if (response == NULL)
+        {
+          session_fail_with (task, g_steal_pointer (&error), NULL, TRUE);
+          return;
+        }
+
+      s->auth_mechanism = "PLAIN";
+      line = g_strconcat ("AUTH PLAIN ", response, NULL);
+      session_command (task, line, "AUTH PLAIN " OUTBOX_SMTP_REDACTED, on_auth_reply);
+      outbox_smtp_secure_free (line);
+      outbox_smtp_secure_wipe (response, strlen (response));
+      return;
+    }
+
+  if (outbox_smtp_caps_has_auth_mechanism (s->caps, "LOGIN"))
+    {
+      s->auth_mechanism = "LOGIN";
+      s->auth_stage = 0;
+      session_command (task, "AUTH LOGIN", NULL, on_auth_reply);
+      return;
+    }
+
+  session_fail_with (task,
+                     g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE,
+                                  outbox_smtp_caps_has (s->caps, "AUTH")
+                                    ? _("%s offers no sign-in method Outbox supports (it "
+                                        "supports PLAIN and LOGIN).")
+                                    : _("%s does not offer signing in on this connection."),
+                                  self->host),
+                     NULL, TRUE);
+}
+
+/* MAIL, RCPT, DATA ---------------------------------------------------------- */
+
+static void
+on_data_end_reply (GTask           *task,
+                   OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code != 250)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused the message"));
+      return;
+    }
+
+  s->final_reply = reply;
+  session_quit (task);
+}
+
+static void
+on_body_written (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  guint64 total = s->message_size > 0 ? (guint64) s->message_size : s->body_read;
+
+  g_signal_emit (s->self, signals[SIGNAL_PROGRESS], 0, (guint64) MIN (s->body_read, total), total);
+
+  if (s->body_eof)
+    {
+      /* The final dot went out with the last chunk. */
+      session_set_step (s, OUTBOX_SMTP_STEP_DATA_END);
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, ".");
+      session_read_reply (task, on_data_end_reply);
+      return;
+    }
+
+  read_body_chunk (task);
+}
+
+static void
+on_body_read_cb (GObject      *source,
+                 GAsyncResult *result,
+                 gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  gssize n;
+
+  session_end_io (task);
+
+  n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
+  if (n < 0)
+    {
+      GError *ours;
+
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && !s->timed_out)
+        ours = g_error_copy (error);
+      else
+        ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT,
+                            _("Could not read the message: %s"), error->message);
+      /* The server has a half-sent message: just close. */
+      session_fail_with (task, ours, NULL, FALSE);
+      g_steal_pointer (&task);
+      return;
+    }
+
+  if (n > 0)
+    {
+      s->body_read += n;
+      outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
+    }
+  else
+    {
+      s->body_eof = TRUE;
+      outbox_smtp_data_filter_finish (&s->filter, s->body_out);
+    }
+
+  /* Gather large writes; the last one carries the final dot. */
+  if (s->body_out->len >= BODY_CHUNK || s->body_eof)
+    {
+      GBytes *bytes = g_byte_array_free_to_bytes (g_steal_pointer (&s->body_out));
+
+      s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+      session_write_bytes (g_steal_pointer (&task), bytes, OUTBOX_SMTP_STEP_BODY,
+                           on_body_written);
+      return;
+    }
+
+  read_body_chunk (g_steal_pointer (&task));
+}
+
+static void
+read_body_chunk (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
+
+  g_input_stream_read_async (s->message, s->body_in, BODY_CHUNK, G_PRIORITY_DEFAULT, cancellable,
+                             on_body_read_cb, task);
+}
+
+static void
+on_data_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code != 354)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused to take the message"));
+      return;
+    }
+  outbox_smtp_reply_free (reply);
+
+  session_set_step (s, OUTBOX_SMTP_STEP_BODY);
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Sending the message"));
+  outbox_smtp_data_filter_init (&s->filter);
+  s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+  s->body_in = g_malloc (BODY_CHUNK);
+  read_body_chunk (task);
+}
+
+static void
+after_recipients (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (s->accepted == 0)
+    {
+      OutboxSmtpRejection *last = g_ptr_array_index (s->rejected, s->rejected->len - 1);
+      GString *details = g_string_new (NULL);
+
+      for (guint i = 0; i < s->rejected->len; i++)
+        {
+          OutboxSmtpRejection *r = g_ptr_array_index (s->rejected, i);
+          g_autofree char *text = outbox_smtp_reply_to_string (r->reply);
+          g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+
+          g_string_append_printf (details, "%s%s: %s", i ? "; " : "", r->address, visible);
+        }
+
+      session_fail_with (task,
+                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
+                                      _("The server refused every recipient: %s"), details->str),
+                         outbox_smtp_reply_copy (last->reply), TRUE);
+      g_string_free (details, TRUE);
+      return;
+    }
+
+  session_set_step (s, OUTBOX_SMTP_STEP_DATA);
+  session_command (task, "DATA", NULL, on_data_reply);
+}
+
+static void
+on_rcpt_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+  const char *address = g_ptr_array_index (s->recipients, s->rcpt_index);
+
+  if (reply->code == 421)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server stopped while taking the recipients"));
+      return;
+    }
+
+  if (reply->code == 250 || reply->code == 251)
+    {
+      s->accepted++;
+      outbox_smtp_reply_free (reply);
+    }
+  else
+    {
+      OutboxSmtpRejection *rejection = g_new0 (OutboxSmtpRejection, 1);
+
+      rejection->address = g_strdup (address);
+      rejection->reply = reply;
+      g_ptr_array_add (s->rejected, rejection);
+    }
+
+  s->rcpt_index++;
+  send_next_rcpt (task);
+}
+
+static void
+send_next_rcpt (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autofree char *line = NULL;
+
+  if (s->rcpt_index >= s->recipients->len)
+    {
+      after_recipients (task);
+      return;
+    }
+
+  line = g_strdup_printf ("RCPT TO:<%s>", (char *) g_ptr_array_index (s->recipients, s->rcpt_index));
+  session_command (task, line, NULL, on_rcpt_reply);
+}
+
+static void
+on_mail_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code != 250)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused the sender's address"));
+      return;
+    }
+  outbox_smtp_reply_free (reply);
+
+  session_set_step (s, OUTBOX_SMTP_STEP_RCPT);
+  s->rcpt_index = 0;
+  send_next_rcpt (task);
+}
+
+static gboolean
+needs_smtputf8 (Session *s)
+{
+  if (!g_str_is_ascii (s->from))
+    return TRUE;
+
+  for (guint i = 0; i < s->recipients->len; i++)
+    if (!g_str_is_ascii (g_ptr_array_index (s->recipients, i)))
+      return TRUE;
+
+  return FALSE;
+}
+
+static void
+send_mail (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  guint64 limit = outbox_smtp_caps_get_size_limit (s->caps);
+  GString *line = g_string_new (NULL);
+  g_autoptr (GError) error = NULL;
+  gboolean utf8;
+
+  session_set_step (s, OUTBOX_SMTP_STEP_MAIL);
+
+  /* Addresses with non-ASCII local parts need SMTPUTF8. */
+  utf8 = needs_smtputf8 (s);
+  if (utf8 && !s->smtputf8)
+    {
+      const char *bad = NULL;
+
+      for (guint i = 0; i < s->recipients->len && bad == NULL; i++)
+        {
+          g_autofree char *envelope = outbox_smtp_address_to_envelope (g_ptr_array_index (s->recipients, i),
+                                                                       FALSE, NULL);
+          if (envelope == NULL)
+            bad = g_ptr_array_index (s->recipients, i);
+        }
+      if (bad == NULL)
+        bad = s->from;
+
+      outbox_smtp_address_to_envelope (bad, FALSE, &error);
+      g_string_free (line, TRUE);
+      session_fail_with (task, g_steal_pointer (&error), NULL, TRUE);
+      return;
+    }
+
+  if (limit > 0 && s->message_size > 0 && (guint64) s->message_size > limit)
+    {
+      g_string_free (line, TRUE);
+      session_fail_with (task,
+                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
+                                      _("The message is %.1f MB, but %s accepts at most %.1f MB."),
+                                      s->message_size / 1e6, self->host, limit / 1e6),
+                         NULL, TRUE);
+      return;
+    }
+
+  g_string_append_printf (line, "MAIL FROM:<%s>", s->from);
+  if (outbox_smtp_caps_has (s->caps, "SIZE") && s->message_size > 0)
+    g_string_append_printf (line, " SIZE=%" G_GUINT64_FORMAT, (guint64) s->message_size);
+  if (utf8)
+    g_string_append (line, " SMTPUTF8");
+
+  session_command (task, line->str, NULL, on_mail_reply);
+  g_string_free (line, TRUE);
+}
+
+/* Public API ---------------------------------------------------------------- */
+
+static gboolean
+begin_operation (OutboxSmtpClient *self,
+                 GTask            *task)
+{
+  if (self->busy)
+    {
+      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_BUSY,
+                               _("A message is already being sent with this account."));
+      return FALSE;
+    }
+
+  self->busy = TRUE;
+  g_clear_pointer (&self->failure, outbox_smtp_failure_free);
+  g_string_truncate (self->transcript, 0);
+
+  return TRUE;
+}
+
+static Session *
+session_new (OutboxSmtpClient *self,
+             GCancellable     *cancellable)
+{
+  Session *s = g_new0 (Session, 1);
+
+  s->self = self;
+  s->user_cancel = cancellable ? g_object_ref (cancellable) : NULL;
+  s->parser = outbox_smtp_reply_parser_new ();
+  s->rbuf = g_byte_array_new ();
+  s->read_chunk = g_malloc (READ_CHUNK);
+  s->rejected = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
+  s->step = OUTBOX_SMTP_STEP_NONE;
+
+  return s;
+}
+
+/* Fails before any connection: records the failure and completes. */
+static void
+fail_early (OutboxSmtpClient *self,
+            GTask            *task,
+            GError           *error)
+{
+  self->failure = outbox_smtp_failure_new (OUTBOX_SMTP_STEP_NONE, error, NULL, NULL, self->host,
+                                           self->port, self->security);
+  self->busy = FALSE;
+  g_task_return_error (task, error);
+}
+
+void
+outbox_smtp_client_send_async (OutboxSmtpClient    *self,
+                               const char          *from,
+                               const char * const  *recipients,
+                               GInputStream        *message,
+                               goffset              message_size,
+                               GCancellable        *cancellable,
+                               GAsyncReadyCallback  callback,
+                               gpointer             user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  g_autoptr (GError) error = NULL;
+  Session *s;
+
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (from != NULL);
+  g_return_if_fail (recipients != NULL);
+  g_return_if_fail (G_IS_INPUT_STREAM (message));
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_smtp_client_send_async);
+
+  if (!begin_operation (self, task))
+    return;
+
+  s = session_new (self, cancellable);
+  g_task_set_task_data (task, s, (GDestroyNotify) session_free);
+  s->message = g_object_ref (message);
+  s->message_size = message_size;
+  s->recipients = g_ptr_array_new_with_free_func (g_free);
+
+  /* Every address is checked before connecting. */
+  s->from = *from ? outbox_smtp_address_to_envelope (from, TRUE, &error) : g_strdup ("");
+  if (s->from == NULL)
+    {
+      fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
+      return;
+    }
+
+  for (guint i = 0; recipients[i] != NULL; i++)
+    {
+      char *envelope = outbox_smtp_address_to_envelope (recipients[i], TRUE, &error);
+
+      if (envelope == NULL)
+        {
+          fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
+          return;
+        }
+
+      /* The same recipient once. */
+      for (guint j = 0; j < s->recipients->len; j++)
+        if (g_ascii_strcasecmp (g_ptr_array_index (s->recipients, j), envelope) == 0)
+          g_clear_pointer (&envelope, g_free);
+
+      if (envelope != NULL)
+        g_ptr_array_add (s->recipients, envelope);
+    }
+
+  if (s->recipients->len == 0)
+    {
+      fail_early (self, g_steal_pointer (&task),
+                  g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS,
+                                       _("The message has no recipients.")));
+      return;
+    }
+
+  session_connect (g_steal_pointer (&task));
+}
+
+gboolean
+outbox_smtp_client_send_finish (OutboxSmtpClient  *self,
+                                GAsyncResult      *result,
+                                GPtrArray        **rejected,
+                                OutboxSmtpReply  **final_reply,
+                                GError           **error)
+{
+  SendResult *data;
+
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+
+  data = g_task_propagate_pointer (G_TASK (result), error);
+  if (data == NULL)
+    return FALSE;
+
+  if (rejected != NULL)
+    *rejected = g_steal_pointer (&data->rejected);
+  if (final_reply != NULL)
+    *final_reply = g_steal_pointer (&data->final_reply);
+  send_result_free (data);
+
+  return TRUE;
+}
+
+void
+outbox_smtp_client_check_async (OutboxSmtpClient    *self,
+                                GCancellable        *cancellable,
+                                GAsyncReadyCallback  callback,
+                                gpointer             user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  Session *s;
+
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_smtp_client_check_async);
+
+  if (!begin_operation (self, task))
+    return;
+
+  s = session_new (self, cancellable);
+  s->check_only = TRUE;
+  g_task_set_task_data (task, s, (GDestroyNotify) session_free);
+
+  session_connect (g_steal_pointer (&task));
+}
+
+gboolean
+outbox_smtp_client_check_finish (OutboxSmtpClient  *self,
+                                 GAsyncResult      *result,
+                                 GError           **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+const OutboxSmtpFailure *
+outbox_smtp_client_get_failure (OutboxSmtpClient *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), NULL);
+
+  return self->failure;
+}
+
+char *
+outbox_smtp_client_get_transcript (OutboxSmtpClient *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), NULL);
+
+  return g_strdup (self->transcript->str);
+}
+
+/* GObject ------------------------------------------------------------------- */
+
+static void
+outbox_smtp_client_finalize (GObject *object)
+{
+  OutboxSmtpClient *self = OUTBOX_SMTP_CLIENT (object);
+
+  g_free (self->host);
+  g_free (self->username);
+  outbox_smtp_secure_free (self->password);
+  g_clear_object (&self->extra_ca);
+  g_free (self->helo_name);
+  g_clear_pointer (&self->failure, outbox_smtp_failure_free);
+  g_string_free (self->transcript, TRUE);
+
+  G_OBJECT_CLASS (outbox_smtp_client_parent_class)->finalize (object);
+}
+
+static void
+outbox_smtp_client_class_init (OutboxSmtpClientClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->finalize = outbox_smtp_client_finalize;
+
+  signals[SIGNAL_STEP_CHANGED] =
+    g_signal_new ("step-changed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                  NULL, G_TYPE_NONE, 1, G_TYPE_UINT);
+  signals[SIGNAL_PROGRESS] =
+    g_signal_new ("progress", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                  G_TYPE_NONE, 2, G_TYPE_UINT64, G_TYPE_UINT64);
+  signals[SIGNAL_TRANSCRIPT] =
+    g_signal_new ("transcript", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                  NULL, G_TYPE_NONE, 2, G_TYPE_UINT, G_TYPE_STRING);
+}
+
+static void
+outbox_smtp_client_init (OutboxSmtpClient *self)
+{
+  self->transcript = g_string_new (NULL);
+  self->helo_name = g_strdup ("localhost");
+  for (guint i = 0; i < OUTBOX_SMTP_N_STEPS; i++)
+    self->timeouts[i] = default_timeout (i);
+}
+
+OutboxSmtpClient *
+outbox_smtp_client_new (const char         *host,
+                        guint16             port,
+                        OutboxSmtpSecurity  security)
+{
+  OutboxSmtpClient *self;
+
+  g_return_val_if_fail (host != NULL, NULL);
+
+  self = g_object_new (OUTBOX_TYPE_SMTP_CLIENT, NULL);
+  self->host = g_strdup (host);
+  self->port = port;
+  self->security = security;
+
+  return self;
+}
+
+const char *
+outbox_smtp_client_get_host (OutboxSmtpClient *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), NULL);
+  return self->host;
+}
+
+guint16
+outbox_smtp_client_get_port (OutboxSmtpClient *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), 0);
+  return self->port;
+}
+
+OutboxSmtpSecurity
+outbox_smtp_client_get_security (OutboxSmtpClient *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), OUTBOX_SMTP_SECURITY_STARTTLS);
+  return self->security;
+}
+
+void
+outbox_smtp_client_set_credentials (OutboxSmtpClient *self,
+                                    const char       *username,
+                                    const char       *password)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+
+  g_free (self->username);
+  outbox_smtp_secure_free (self->password);
+  self->username = g_strdup (username);
+  self->password = g_strdup (password);
+}
+
+gboolean
+outbox_smtp_client_set_ca_file (OutboxSmtpClient  *self,
+                                const char        *path,
+                                GError           **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  GTlsDatabase *db;
+
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
+
+  g_clear_object (&self->extra_ca);
+  if (path == NULL || *path == '\0')
+    return TRUE;
+
+  db = g_tls_file_database_new (path, &local_error);
+  if (db == NULL)
+    {
+      g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                   _("Could not load the CA certificate file “%s”: %s"), path,
+                   local_error->message);
+      return FALSE;
+    }
+
+  self->extra_ca = db;
+  return TRUE;
+}
+
+void
+outbox_smtp_client_set_helo_name (OutboxSmtpClient *self,
+                                  const char       *name)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (name != NULL && *name != '\0');
+
+  g_free (self->helo_name);
+  self->helo_name = g_strdup (name);
+}
+
+void
+outbox_smtp_client_set_timeout (OutboxSmtpClient *self,
+                                OutboxSmtpStep    step,
+                                guint             msec)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (step < OUTBOX_SMTP_N_STEPS);
+
+  self->timeouts[step] = msec ? msec : default_timeout (step);
+}
+
+void
+outbox_smtp_client_set_all_timeouts (OutboxSmtpClient *self,
+                                     guint             msec)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+
+  for (guint i = 0; i < OUTBOX_SMTP_N_STEPS; i++)
+    outbox_smtp_client_set_timeout (self, i, msec);
+}
+
+guint
+outbox_smtp_client_get_timeout (OutboxSmtpClient *self,
+                                OutboxSmtpStep    step)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), 0);
+  g_return_val_if_fail (step < OUTBOX_SMTP_N_STEPS, 0);
+
+  return self->timeouts[step];
+}

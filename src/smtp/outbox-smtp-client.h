@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "outbox-smtp-error.h"
+#include "outbox-smtp-reply.h"
+
+G_BEGIN_DECLS
+
+typedef enum
+{
+  OUTBOX_SMTP_TRANSCRIPT_CLIENT, /* a line we sent */
+  OUTBOX_SMTP_TRANSCRIPT_SERVER, /* a line the server sent */
+  OUTBOX_SMTP_TRANSCRIPT_INFO,   /* connection events: TLS details, ... */
+} OutboxSmtpTranscriptKind;
+
+/* One recipient the server refused while others were accepted. */
+typedef struct
+{
+  char            *address;
+  OutboxSmtpReply *reply;
+} OutboxSmtpRejection;
+
+void outbox_smtp_rejection_free (OutboxSmtpRejection *rejection);
+
+/* Signals (emitted in the thread-default main context of the caller):
+ *   "step-changed" (guint step)                 an OutboxSmtpStep begins
+ *   "progress"     (guint64 sent, guint64 total) message bytes uploaded
+ *   "transcript"   (guint kind, const char *line) one transcript line,
+ *                  kind is an OutboxSmtpTranscriptKind
+ */
+#define OUTBOX_TYPE_SMTP_CLIENT (outbox_smtp_client_get_type ())
+
+G_DECLARE_FINAL_TYPE (OutboxSmtpClient, outbox_smtp_client, OUTBOX, SMTP_CLIENT, GObject)
+
+OutboxSmtpClient *outbox_smtp_client_new              (const char          *host,
+                                                       guint16              port,
+                                                       OutboxSmtpSecurity   security);
+const char       *outbox_smtp_client_get_host         (OutboxSmtpClient    *self);
+guint16           outbox_smtp_client_get_port         (OutboxSmtpClient    *self);
+OutboxSmtpSecurity outbox_smtp_client_get_security    (OutboxSmtpClient    *self);
+void              outbox_smtp_client_set_credentials  (OutboxSmtpClient    *self,
+                                                       const char          *username,
+                                                       const char          *password);
+gboolean          outbox_smtp_client_set_ca_file      (OutboxSmtpClient    *self,
+                                                       const char          *path,
+                                                       GError             **error);
+void              outbox_smtp_client_set_helo_name    (OutboxSmtpClient    *self,
+                                                       const char          *name);
+/* Timeout of one step in milliseconds; 0 restores the default. */
+void              outbox_smtp_client_set_timeout      (OutboxSmtpClient    *self,
+                                                       OutboxSmtpStep       step,
+                                                       guint                msec);
+/* Sets every step's timeout at once (tests use short ones). */
+void              outbox_smtp_client_set_all_timeouts (OutboxSmtpClient    *self,
+                                                       guint                msec);
+guint             outbox_smtp_client_get_timeout      (OutboxSmtpClient    *self,
+                                                       OutboxSmtpStep       step);
+
+/* Sends a message read from @message (an RFC 5322 message, any line
+ * endings) to @recipients. @message_size is used for progress (and SIZE);
+ * pass -1 if unknown. */
+void              outbox_smtp_client_send_async       (OutboxSmtpClient    *self,
+                                                       const char          *from,
+                                                       const char * const  *recipients,
+                                                       GInputStream        *message,
+                                                       goffset              message_size,
+                                                       GCancellable        *cancellable,
+                                                       GAsyncReadyCallback  callback,
+                                                       gpointer             user_data);
+/* On success, @rejected (optional) receives the recipients the server
+ * refused while accepting the others (element type OutboxSmtpRejection),
+ * and @final_reply the server's reply to the end of data. */
+gboolean          outbox_smtp_client_send_finish      (OutboxSmtpClient    *self,
+                                                       GAsyncResult        *result,
+                                                       GPtrArray          **rejected,
+                                                       OutboxSmtpReply    **final_reply,
+                                                       GError             **error);
+
+/* Connects, secures the connection, authenticates and QUITs. */
+void              outbox_smtp_client_check_async      (OutboxSmtpClient    *self,
+                                                       GCancellable        *cancellable,
+                                                       GAsyncReadyCallback  callback,
+                                                       gpointer             user_data);
+gboolean          outbox_smtp_client_check_finish     (OutboxSmtpClient    *self,
+                                                       GAsyncResult        *result,
+                                                       GError             **error);
+
+/* The failure of the last operation, or NULL if it succeeded. */
+const OutboxSmtpFailure *outbox_smtp_client_get_failure (OutboxSmtpClient *self);
+/* The transcript of the last operation, one line per entry, "C: ", "S: ",
+ * or "* " prefixed, AUTH payloads redacted. */
+char             *outbox_smtp_client_get_transcript   (OutboxSmtpClient    *self);
+
+#define OUTBOX_SMTP_REDACTED "[redacted]"
+
+G_END_DECLS

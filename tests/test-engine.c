@@ -1,0 +1,937 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-test"
+
+#include "config.h"
+
+#include <glib/gstdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox-smtp-client.h"
+#include "outbox-test-ca.h"
+#include "outbox-test-smtp-server.h"
+
+#define USER     "alice@example.org"
+#define PASSWORD "correct horse battery staple"
+#define MESSAGE  "From: Alice <alice@example.org>\nTo: bob@example.org\nSubject: Hi\n\nHello Bob.\n.hidden dot line\n"
+
+static OutboxTestCa *test_ca;
+static char *test_dir;
+
+/* Running the client --------------------------------------------------------- */
+
+typedef struct
+{
+  gboolean          done;
+  gboolean          ok;
+  GError           *error;
+  GPtrArray        *rejected;
+  OutboxSmtpReply  *final_reply;
+  GArray           *steps;
+  GString          *transcript;
+} Outcome;
+
+static void
+outcome_clear (Outcome *o)
+{
+  g_clear_error (&o->error);
+  g_clear_pointer (&o->rejected, g_ptr_array_unref);
+  g_clear_pointer (&o->final_reply, outbox_smtp_reply_free);
+  g_clear_pointer (&o->steps, g_array_unref);
+  if (o->transcript)
+    g_string_free (o->transcript, TRUE);
+}
+
+static void
+on_step_changed (OutboxSmtpClient *client,
+                 guint             step,
+                 Outcome          *o)
+{
+  g_array_append_val (o->steps, step);
+}
+
+static void
+on_transcript (OutboxSmtpClient *client,
+               guint             kind,
+               const char       *line,
+               Outcome          *o)
+{
+  g_string_append_printf (o->transcript, "%u %s\n", kind, line);
+}
+
+static void
+on_sent (GObject      *source,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  Outcome *o = user_data;
+
+  o->ok = outbox_smtp_client_send_finish (OUTBOX_SMTP_CLIENT (source), result, &o->rejected,
+                                          &o->final_reply, &o->error);
+  o->done = TRUE;
+}
+
+static void
+on_checked (GObject      *source,
+            GAsyncResult *result,
+            gpointer      user_data)
+{
+  Outcome *o = user_data;
+
+  o->ok = outbox_smtp_client_check_finish (OUTBOX_SMTP_CLIENT (source), result, &o->error);
+  o->done = TRUE;
+}
+
+static OutboxSmtpClient *
+make_client (OutboxTestSmtpServer *srv,
+             OutboxSmtpSecurity    security,
+             gboolean              with_password)
+{
+  OutboxSmtpClient *client = outbox_smtp_client_new ("127.0.0.1",
+                                                     outbox_test_smtp_server_get_port (srv),
+                                                     security);
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (outbox_smtp_client_set_ca_file (client, outbox_test_ca_get_ca_file (test_ca),
+                                                 &error));
+  g_assert_no_error (error);
+  if (with_password)
+    outbox_smtp_client_set_credentials (client, USER, PASSWORD);
+  outbox_smtp_client_set_all_timeouts (client, 5000);
+
+  return client;
+}
+
+static void
+run_client (OutboxSmtpClient   *client,
+            const char * const *recipients,
+            const char         *message,
+            GCancellable       *cancellable,
+            gboolean            check_only,
+            Outcome            *o)
+{
+  memset (o, 0, sizeof *o);
+  o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
+  o->transcript = g_string_new (NULL);
+  g_signal_connect (client, "step-changed", G_CALLBACK (on_step_changed), o);
+  g_signal_connect (client, "transcript", G_CALLBACK (on_transcript), o);
+
+  if (check_only)
+    outbox_smtp_client_check_async (client, cancellable, on_checked, o);
+  else
+    {
+      g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (message, -1, NULL);
+
+      outbox_smtp_client_send_async (client, USER, recipients, stream, strlen (message),
+                                     cancellable, on_sent, o);
+    }
+
+  while (!o->done)
+    g_main_context_iteration (NULL, TRUE);
+
+  g_signal_handlers_disconnect_by_data (client, o);
+}
+
+static void
+send_message (OutboxTestSmtpServer *srv,
+              OutboxSmtpSecurity    security,
+              gboolean              with_password,
+              const char * const   *recipients,
+              Outcome              *o)
+{
+  g_autoptr (OutboxSmtpClient) client = make_client (srv, security, with_password);
+
+  run_client (client, recipients, MESSAGE, NULL, FALSE, o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+}
+
+static const char *bob[] = { "bob@example.org", NULL };
+
+/* Script pieces -------------------------------------------------------------- */
+
+static OutboxTestSmtpServer *
+new_server (gboolean implicit_tls)
+{
+  g_autoptr (GError) error = NULL;
+  GTlsCertificate *cert = outbox_test_ca_get_certificate (test_ca, OUTBOX_TEST_CERT_VALID, &error);
+
+  g_assert_no_error (error);
+  return outbox_test_smtp_server_new (cert, implicit_tls);
+}
+
+static void
+script_starttls (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP ready\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250-SIZE 1000000\r\n250-STARTTLS\r\n"
+                                     "250 AUTH PLAIN LOGIN\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 2.0.0 go ahead\r\n");
+  outbox_test_smtp_server_starttls (srv);
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n");
+}
+
+static void
+script_auth_plain (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_expect (srv, "AUTH PLAIN *");
+  outbox_test_smtp_server_send (srv, "235 2.7.0 Authentication successful\r\n");
+}
+
+static void
+script_quit (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 2.0.0 Bye\r\n");
+  outbox_test_smtp_server_expect_close (srv);
+}
+
+static void
+script_transaction (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">*");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 End data with <CR><LF>.<CR><LF>\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued as 12345\r\n");
+  script_quit (srv);
+}
+
+static gboolean
+lines_contain (OutboxTestSmtpServer *srv,
+               const char           *prefix)
+{
+  g_autoptr (GPtrArray) lines = outbox_test_smtp_server_get_lines (srv);
+
+  for (guint i = 0; i < lines->len; i++)
+    if (g_str_has_prefix (g_ptr_array_index (lines, i), prefix))
+      return TRUE;
+
+  return FALSE;
+}
+
+static void
+assert_no_failure (OutboxTestSmtpServer *srv)
+{
+  const char *failure = outbox_test_smtp_server_get_failure (srv);
+
+  if (failure != NULL)
+    g_error ("server script failed: %s", failure);
+}
+
+/* Successful sessions ------------------------------------------------------- */
+
+static void
+test_starttls_plain (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GPtrArray) lines = NULL;
+  g_autofree guchar *decoded = NULL;
+  const char *auth_line;
+  const char *expected = "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
+                         "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n";
+  gsize len;
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  script_transaction (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, bob, &o);
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  assert_no_failure (srv);
+  g_assert_cmpuint (o.rejected->len, ==, 0);
+  g_assert_cmpuint (o.final_reply->code, ==, 250);
+  g_assert_cmpstr (o.final_reply->lines[0], ==, "2.0.0 Ok: queued as 12345");
+
+  /* The body arrives CRLF-normalised, dot-stuffed, ending in one CRLF.CRLF. */
+  data = outbox_test_smtp_server_get_data (srv);
+  g_assert_cmpmem (g_bytes_get_data (data, NULL), g_bytes_get_size (data), expected,
+                   strlen (expected));
+
+  /* SIZE learned before TLS is forgotten after it. */
+  lines = outbox_test_smtp_server_get_lines (srv);
+  g_assert_cmpstr (g_ptr_array_index (lines, 4), ==, "MAIL FROM:<" USER ">");
+
+  auth_line = g_ptr_array_index (lines, 3);
+  g_assert_true (g_str_has_prefix (auth_line, "AUTH PLAIN "));
+  decoded = g_base64_decode (auth_line + strlen ("AUTH PLAIN "), &len);
+  g_assert_cmpmem (decoded, len, "\0" USER "\0" PASSWORD, 2 + strlen (USER) + strlen (PASSWORD));
+
+  /* Steps in order, and a transcript with the AUTH payload redacted. */
+  {
+    guint expected_steps[] = { OUTBOX_SMTP_STEP_CONNECT, OUTBOX_SMTP_STEP_GREETING,
+                               OUTBOX_SMTP_STEP_HELLO, OUTBOX_SMTP_STEP_STARTTLS,
+                               OUTBOX_SMTP_STEP_TLS, OUTBOX_SMTP_STEP_HELLO,
+                               OUTBOX_SMTP_STEP_AUTH, OUTBOX_SMTP_STEP_MAIL,
+                               OUTBOX_SMTP_STEP_RCPT, OUTBOX_SMTP_STEP_DATA,
+                               OUTBOX_SMTP_STEP_BODY, OUTBOX_SMTP_STEP_DATA_END,
+                               OUTBOX_SMTP_STEP_QUIT, OUTBOX_SMTP_STEP_DONE };
+
+    g_assert_cmpmem (o.steps->data, o.steps->len * sizeof (guint), expected_steps,
+                     sizeof expected_steps);
+  }
+  g_assert_nonnull (strstr (o.transcript->str, "AUTH PLAIN " OUTBOX_SMTP_REDACTED));
+  g_assert_null (strstr (o.transcript->str, auth_line + strlen ("AUTH PLAIN ")));
+  g_assert_null (strstr (o.transcript->str, PASSWORD));
+  g_assert_nonnull (strstr (o.transcript->str, "Secured with TLS 1."));
+  g_assert_nonnull (strstr (o.transcript->str, "SHA-256 "));
+
+  outcome_clear (&o);
+}
+
+static void
+test_auth_login (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (GPtrArray) lines = NULL;
+  g_autofree char *user64 = g_base64_encode ((const guchar *) USER, strlen (USER));
+  g_autofree char *pass64 = g_base64_encode ((const guchar *) PASSWORD, strlen (PASSWORD));
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autofree char *transcript = NULL;
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n");
+  outbox_test_smtp_server_starttls (srv);
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 AUTH LOGIN\r\n");
+  outbox_test_smtp_server_expect (srv, "AUTH LOGIN");
+  outbox_test_smtp_server_send (srv, "334 VXNlcm5hbWU6\r\n");
+  outbox_test_smtp_server_expect (srv, user64);
+  outbox_test_smtp_server_send (srv, "334 UGFzc3dvcmQ6\r\n");
+  outbox_test_smtp_server_expect (srv, pass64);
+  outbox_test_smtp_server_send (srv, "235 2.7.0 Accepted\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_client (client, NULL, NULL, NULL, TRUE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  assert_no_failure (srv);
+
+  transcript = outbox_smtp_client_get_transcript (client);
+  g_assert_null (strstr (transcript, user64));
+  g_assert_null (strstr (transcript, pass64));
+  g_assert_nonnull (strstr (transcript, "C: " OUTBOX_SMTP_REDACTED));
+  outcome_clear (&o);
+}
+
+static void
+test_implicit_tls (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (TRUE);
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 AUTH PLAIN\r\n");
+  script_auth_plain (srv);
+  script_transaction (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_TLS, TRUE, bob, &o);
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  assert_no_failure (srv);
+  outcome_clear (&o);
+}
+
+static void
+test_ehlo_rejected_helo (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 old.example SMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "502 5.5.2 Command not recognized\r\n");
+  outbox_test_smtp_server_expect (srv, "HELO *");
+  outbox_test_smtp_server_send (srv, "250 old.example\r\n");
+  script_transaction (srv);
+  outbox_test_smtp_server_start (srv);
+
+  /* No encryption to a loopback server without a password: allowed. */
+  send_message (srv, OUTBOX_SMTP_SECURITY_NONE, FALSE, bob, &o);
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  assert_no_failure (srv);
+  outcome_clear (&o);
+}
+
+static void
+test_ehlo_rejected_requires_tls (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 old.example SMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "500 5.5.1 What?\r\n");
+  outbox_test_smtp_server_expect (srv, "HELO *");
+  outbox_test_smtp_server_send (srv, "250 old.example\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, bob, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE);
+  assert_no_failure (srv);
+  g_assert_false (lines_contain (srv, "AUTH"));
+  g_assert_false (lines_contain (srv, "MAIL"));
+  outcome_clear (&o);
+}
+
+static void
+test_partial_rejection (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  const char *rcpts[] = { "bob@example.org", "nobody@example.org", "carol@example.org", NULL };
+  OutboxSmtpRejection *rejection;
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">*");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<nobody@example.org>");
+  outbox_test_smtp_server_send (srv, "550 5.1.1 <nobody@example.org>: Recipient address rejected\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<carol@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, rcpts, &o);
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  assert_no_failure (srv);
+  g_assert_cmpuint (o.rejected->len, ==, 1);
+  rejection = g_ptr_array_index (o.rejected, 0);
+  g_assert_cmpstr (rejection->address, ==, "nobody@example.org");
+  g_assert_cmpuint (rejection->reply->code, ==, 550);
+  g_assert_cmpstr (rejection->reply->enhanced, ==, "5.1.1");
+  outcome_clear (&o);
+}
+
+static void
+test_all_rejected (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  const char *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">*");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "550 5.1.1 no such user bob\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<carol@example.org>");
+  outbox_test_smtp_server_send (srv, "550 5.1.1 no such user carol\r\n");
+  /* No DATA: straight to QUIT. */
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, rcpts, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS);
+  g_assert_nonnull (strstr (o.error->message, "bob@example.org: 550 5.1.1 no such user bob"));
+  g_assert_nonnull (strstr (o.error->message, "carol@example.org: 550 5.1.1 no such user carol"));
+  assert_no_failure (srv);
+  g_assert_null (outbox_test_smtp_server_get_data (srv));
+  outcome_clear (&o);
+}
+
+/* STARTTLS safety ------------------------------------------------------------ */
+
+static void
+test_starttls_not_offered (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  const OutboxSmtpFailure *failure;
+  g_autofree char *suggestion = NULL;
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  /* Tempting, but only usable after TLS. */
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 AUTH PLAIN LOGIN\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE);
+  g_assert_nonnull (strstr (o.error->message, "does not offer encryption"));
+  g_assert_false (lines_contain (srv, "AUTH"));
+  g_assert_false (lines_contain (srv, "MAIL"));
+
+  failure = outbox_smtp_client_get_failure (client);
+  g_assert_nonnull (failure);
+  g_assert_cmpint (failure->step, ==, OUTBOX_SMTP_STEP_HELLO);
+  suggestion = outbox_smtp_failure_get_suggestion (failure);
+  g_assert_nonnull (strstr (suggestion, "unencrypted"));
+  outcome_clear (&o);
+}
+
+static void
+test_starttls_injection (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  /* The attacker's reply rides in the same segment as the 220. */
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n250-evil\r\n250 AUTH PLAIN\r\n");
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, bob, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INJECTION);
+  assert_no_failure (srv);
+  g_assert_false (lines_contain (srv, "AUTH"));
+  g_assert_false (lines_contain (srv, "EHLO") && lines_contain (srv, "MAIL"));
+  outcome_clear (&o);
+}
+
+static void
+test_starttls_partial_injection (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n250 par");
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, bob, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INJECTION);
+  assert_no_failure (srv);
+  outcome_clear (&o);
+}
+
+/* "None" to a loopback server is the one case where a password may go
+ * out unencrypted. */
+static void
+test_loopback_none_signs_in (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 AUTH PLAIN\r\n");
+  script_auth_plain (srv);
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = outbox_smtp_client_new ("127.0.0.1", outbox_test_smtp_server_get_port (srv),
+                                   OUTBOX_SMTP_SECURITY_NONE);
+  outbox_smtp_client_set_credentials (client, USER, PASSWORD);
+  outbox_smtp_client_set_all_timeouts (client, 5000);
+  run_client (client, NULL, NULL, NULL, TRUE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+
+  g_assert_no_error (o.error);
+  assert_no_failure (srv);
+  g_assert_true (lines_contain (srv, "AUTH PLAIN"));
+  outcome_clear (&o);
+}
+
+/* Faults at each step -------------------------------------------------------- */
+
+typedef enum
+{
+  STAGE_GREETING,
+  STAGE_EHLO,
+  STAGE_STARTTLS,
+  STAGE_EHLO_TLS,
+  STAGE_AUTH,
+  STAGE_MAIL,
+  STAGE_RCPT,
+  STAGE_DATA,
+  STAGE_DOT,
+  N_STAGES
+} Stage;
+
+static const char *stage_names[] = { "greeting", "ehlo", "starttls", "ehlo-tls", "auth",
+                                     "mail", "rcpt", "data", "dot" };
+
+typedef enum
+{
+  FAULT_4XX,
+  FAULT_5XX,
+  FAULT_CLOSE,
+  FAULT_STALL,
+  N_FAULTS
+} Fault;
+
+static const char *fault_names[] = { "4xx", "5xx", "close", "stall" };
+
+typedef struct
+{
+  Stage stage;
+  Fault fault;
+} FaultCase;
+
+/* Plays a normal session up to @stage, where the client's command has
+ * been read and the server is about to reply. */
+static void
+script_until (OutboxTestSmtpServer *srv,
+              Stage                 stage)
+{
+  static const char *commands[] = { NULL, "EHLO *", "STARTTLS", "EHLO *", "AUTH PLAIN *",
+                                     "MAIL FROM:*", "RCPT TO:*", "DATA", NULL };
+  static const char *replies[] = { "220 test.example ESMTP\r\n",
+                                   "250-test.example\r\n250 STARTTLS\r\n",
+                                   "220 go ahead\r\n",
+                                   "250-test.example\r\n250 AUTH PLAIN\r\n",
+                                   "235 2.7.0 ok\r\n",
+                                   "250 2.1.0 ok\r\n",
+                                   "250 2.1.5 ok\r\n",
+                                   "354 go ahead\r\n",
+                                   NULL };
+
+  for (Stage s = STAGE_GREETING; s < stage; s++)
+    {
+      if (commands[s] != NULL)
+        outbox_test_smtp_server_expect (srv, commands[s]);
+      outbox_test_smtp_server_send (srv, replies[s]);
+      if (s == STAGE_STARTTLS)
+        outbox_test_smtp_server_starttls (srv);
+    }
+
+  if (stage == STAGE_DOT)
+    outbox_test_smtp_server_read_data (srv);
+  else if (commands[stage] != NULL)
+    outbox_test_smtp_server_expect (srv, commands[stage]);
+}
+
+static void
+test_fault (gconstpointer data)
+{
+  const FaultCase *fc = data;
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  const OutboxSmtpFailure *failure;
+  static const OutboxSmtpStep failed_steps[] = {
+    OUTBOX_SMTP_STEP_GREETING, OUTBOX_SMTP_STEP_HELLO, OUTBOX_SMTP_STEP_STARTTLS,
+    OUTBOX_SMTP_STEP_HELLO, OUTBOX_SMTP_STEP_AUTH, OUTBOX_SMTP_STEP_MAIL,
+    OUTBOX_SMTP_STEP_RCPT, OUTBOX_SMTP_STEP_DATA, OUTBOX_SMTP_STEP_DATA_END,
+  };
+  Outcome o;
+
+  script_until (srv, fc->stage);
+
+  switch (fc->fault)
+    {
+    case FAULT_4XX:
+    case FAULT_5XX:
+      {
+        const char *reply = fc->fault == FAULT_4XX ? "451 4.3.0 Local problem, try later\r\n"
+                                                   : "554 5.7.1 Not today\r\n";
+
+        /* (A 554 to EHLO is a refusal, not "command unknown": no HELO.) */
+        outbox_test_smtp_server_send (srv, reply);
+        script_quit (srv);
+      }
+      break;
+
+    case FAULT_CLOSE:
+      outbox_test_smtp_server_close (srv);
+      break;
+
+    case FAULT_STALL:
+      outbox_test_smtp_server_stall (srv);
+      break;
+
+    case N_FAULTS:
+    default:
+      g_assert_not_reached ();
+    }
+
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  outbox_smtp_client_set_all_timeouts (client, fc->fault == FAULT_STALL ? 300 : 5000);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  if (fc->fault != FAULT_STALL)
+    assert_no_failure (srv);
+
+  g_assert_false (o.ok);
+  g_assert_nonnull (o.error);
+  failure = outbox_smtp_client_get_failure (client);
+  g_assert_nonnull (failure);
+  g_assert_cmpint (failure->step, ==, failed_steps[fc->stage]);
+
+  switch (fc->fault)
+    {
+    case FAULT_4XX:
+    case FAULT_5XX:
+      g_assert_nonnull (failure->reply);
+      g_assert_cmpuint (failure->reply->code, ==, fc->fault == FAULT_4XX ? 451 : 554);
+      g_assert_cmpint (outbox_smtp_failure_is_temporary (failure), ==, fc->fault == FAULT_4XX);
+      if (fc->stage == STAGE_STARTTLS)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE);
+      else if (fc->stage == STAGE_AUTH)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_FAILED);
+      else if (fc->stage == STAGE_RCPT)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS);
+      else
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+      /* The server's words are in the message, literally. */
+      g_assert_nonnull (strstr (o.error->message, fc->fault == FAULT_4XX ? "Local problem, try later"
+                                                                         : "Not today"));
+      break;
+
+    case FAULT_CLOSE:
+      if (fc->stage == STAGE_DOT)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+      else if (fc->stage == STAGE_STARTTLS + 1)
+        /* Closed right where the handshake should be. */
+        g_assert_true (g_error_matches (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS) ||
+                       g_error_matches (o.error, OUTBOX_SMTP_ERROR,
+                                        OUTBOX_SMTP_ERROR_CONNECTION_LOST));
+      else
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST);
+      break;
+
+    case FAULT_STALL:
+      if (fc->stage == STAGE_DOT)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+      else
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT);
+      break;
+
+    case N_FAULTS:
+    default:
+      g_assert_not_reached ();
+    }
+
+  /* Whatever happened, no message body went out before its time. */
+  if (fc->stage < STAGE_DOT)
+    g_assert_null (outbox_test_smtp_server_get_data (srv));
+
+  outcome_clear (&o);
+}
+
+static void
+test_error_greeting (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autofree char *title = NULL;
+  g_autofree char *server_text = NULL;
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "554-test.example no SMTP service here\r\n"
+                                     "554 5.7.1 your address is listed\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+
+  title = outbox_smtp_failure_get_title (outbox_smtp_client_get_failure (client));
+  server_text = outbox_smtp_failure_get_server_text (outbox_smtp_client_get_failure (client));
+  g_assert_cmpstr (title, ==, "Sending failed while waiting for the server's greeting");
+  g_assert_cmpstr (server_text, ==, "554-test.example no SMTP service here\n"
+                                    "554 5.7.1 your address is listed");
+  outcome_clear (&o);
+}
+
+static void
+test_cancel (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (GTimer) timer = g_timer_new ();
+  Outcome o;
+
+  script_until (srv, STAGE_MAIL);
+  outbox_test_smtp_server_stall (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  g_timeout_add_once (300, (GSourceOnceFunc) g_cancellable_cancel, cancellable);
+  run_client (client, bob, MESSAGE, cancellable, FALSE, &o);
+  g_assert_error (o.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 4.0);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  outcome_clear (&o);
+}
+
+static void
+test_connect_refused (void)
+{
+  g_autoptr (GSocket) socket = NULL;
+  g_autoptr (GSocketAddress) addr = NULL;
+  g_autoptr (GInetAddress) loopback = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GInputStream) stream = NULL;
+  g_autofree char *suggestion = NULL;
+  guint16 port;
+  Outcome o;
+
+  /* A port that was free a moment ago: nothing listens there. */
+  socket = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL);
+  addr = g_inet_socket_address_new (loopback, 0);
+  g_assert_true (g_socket_bind (socket, addr, FALSE, NULL));
+  g_clear_object (&addr);
+  addr = g_socket_get_local_address (socket, NULL);
+  port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (addr));
+  g_socket_close (socket, NULL);
+
+  client = outbox_smtp_client_new ("127.0.0.1", port, OUTBOX_SMTP_SECURITY_STARTTLS);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECT);
+  g_assert_cmpint (outbox_smtp_client_get_failure (client)->step, ==, OUTBOX_SMTP_STEP_CONNECT);
+  g_assert_true (g_error_matches (outbox_smtp_client_get_failure (client)->cause, G_IO_ERROR,
+                                  G_IO_ERROR_CONNECTION_REFUSED));
+  suggestion = outbox_smtp_failure_get_suggestion (outbox_smtp_client_get_failure (client));
+  g_assert_nonnull (strstr (suggestion, "Nothing answers on that port"));
+  outcome_clear (&o);
+}
+
+static void
+test_invalid_recipient_before_connect (void)
+{
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  const char *rcpts[] = { "bob@example.org", "eve@example.org>\r\nRCPT TO:<x@y.org", NULL };
+  Outcome o;
+
+  /* Port 9 on loopback: never contacted, since validation comes first. */
+  client = outbox_smtp_client_new ("127.0.0.1", 9, OUTBOX_SMTP_SECURITY_STARTTLS);
+  run_client (client, rcpts, MESSAGE, NULL, FALSE, &o);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS);
+  g_assert_cmpuint (o.steps->len, ==, 0);
+  outcome_clear (&o);
+}
+
+static void
+test_bad_certificate (void)
+{
+  g_autoptr (GError) error = NULL;
+  GTlsCertificate *cert = outbox_test_ca_get_certificate (test_ca, OUTBOX_TEST_CERT_SELF_SIGNED,
+                                                          &error);
+  g_autoptr (OutboxTestSmtpServer) srv = NULL;
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  const OutboxSmtpFailure *failure;
+  g_autofree char *explanation = NULL;
+  Outcome o;
+
+  g_assert_no_error (error);
+  srv = outbox_test_smtp_server_new (cert, FALSE);
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n");
+  outbox_test_smtp_server_starttls (srv);
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  outbox_test_smtp_server_wait (srv, 10000);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS);
+  failure = outbox_smtp_client_get_failure (client);
+  g_assert_cmpint (failure->step, ==, OUTBOX_SMTP_STEP_TLS);
+  g_assert_true (failure->tls_errors & G_TLS_CERTIFICATE_UNKNOWN_CA);
+  explanation = outbox_smtp_failure_get_explanation (failure);
+  g_assert_nonnull (strstr (explanation, "not signed by an authority"));
+  g_assert_false (lines_contain (srv, "AUTH"));
+  outcome_clear (&o);
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  g_autoptr (GError) error = NULL;
+  GPtrArray *cases = g_ptr_array_new_with_free_func (g_free);
+  int ret;
+
+  g_test_init (&argc, &argv, NULL);
+
+  test_dir = g_dir_make_tmp ("outbox-engine-XXXXXX", &error);
+  g_assert_no_error (error);
+  test_ca = outbox_test_ca_new (test_dir, &error);
+  g_assert_no_error (error);
+
+  g_test_add_func ("/engine/starttls-plain", test_starttls_plain);
+  g_test_add_func ("/engine/auth-login", test_auth_login);
+  g_test_add_func ("/engine/implicit-tls", test_implicit_tls);
+  g_test_add_func ("/engine/ehlo-rejected-helo", test_ehlo_rejected_helo);
+  g_test_add_func ("/engine/ehlo-rejected-requires-tls", test_ehlo_rejected_requires_tls);
+  g_test_add_func ("/engine/partial-rejection", test_partial_rejection);
+  g_test_add_func ("/engine/all-rejected", test_all_rejected);
+  g_test_add_func ("/engine/error-greeting", test_error_greeting);
+  g_test_add_func ("/engine/starttls-not-offered", test_starttls_not_offered);
+  g_test_add_func ("/engine/starttls-injection", test_starttls_injection);
+  g_test_add_func ("/engine/starttls-partial-injection", test_starttls_partial_injection);
+  g_test_add_func ("/engine/loopback-none-signs-in", test_loopback_none_signs_in);
+  g_test_add_func ("/engine/cancel", test_cancel);
+  g_test_add_func ("/engine/connect-refused", test_connect_refused);
+  g_test_add_func ("/engine/invalid-recipient-before-connect", test_invalid_recipient_before_connect);
+  g_test_add_func ("/engine/bad-certificate", test_bad_certificate);
+
+  for (Stage stage = 0; stage < N_STAGES; stage++)
+    for (Fault fault = 0; fault < N_FAULTS; fault++)
+      {
+        FaultCase *fc = g_new0 (FaultCase, 1);
+        g_autofree char *path = g_strdup_printf ("/engine/fault/%s/%s", stage_names[stage],
+                                                 fault_names[fault]);
+
+        fc->stage = stage;
+        fc->fault = fault;
+        g_ptr_array_add (cases, fc);
+        g_test_add_data_func (path, fc, test_fault);
+      }
+
+  ret = g_test_run ();
+
+  outbox_test_ca_free (test_ca);
+  g_ptr_array_unref (cases);
+  {
+    g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", test_dir);
+    g_assert_cmpint (system (cmd), ==, 0);
+  }
+  g_free (test_dir);
+
+  return ret;
+}
