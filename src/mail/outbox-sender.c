@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-mail"
+
+#include "config.h"
+
+#include <glib/gi18n-lib.h>
+
+#include "outbox-sender.h"
+
+/* One send: load the envelope (worker thread), open the message, run the
+ * engine (in the caller's main context, so that the client's signals arrive
+ * there), then record the outcome (worker thread). */
+typedef struct
+{
+  OutboxStore       *store;
+  char              *id;
+  OutboxSmtpClient  *client;
+  OutboxEnvelope    *envelope;
+  GFileInputStream  *stream;
+  goffset            size;
+  GPtrArray         *rejected;
+  OutboxSmtpReply   *final_reply;
+  GError            *send_error;   /* the engine's error, returned as is */
+  OutboxMessageState state;        /* what to record */
+} SendData;
+
+static void
+send_data_free (SendData *data)
+{
+  g_clear_object (&data->store);
+  g_clear_pointer (&data->id, g_free);
+  g_clear_object (&data->client);
+  g_clear_pointer (&data->envelope, outbox_envelope_free);
+  g_clear_object (&data->stream);
+  g_clear_pointer (&data->rejected, g_ptr_array_unref);
+  g_clear_pointer (&data->final_reply, outbox_smtp_reply_free);
+  g_clear_error (&data->send_error);
+  g_free (data);
+}
+
+OutboxMessageState
+outbox_sender_state_for_error (const GError *error)
+{
+  g_return_val_if_fail (error != NULL, OUTBOX_STATE_FAILED_PERMANENT);
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return OUTBOX_STATE_QUEUED;
+
+  if (error->domain == OUTBOX_SMTP_ERROR)
+    {
+      switch ((OutboxSmtpErrorCode) error->code)
+        {
+        case OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN:
+          return OUTBOX_STATE_DELIVERY_UNKNOWN;
+
+        case OUTBOX_SMTP_ERROR_CONNECT:
+        case OUTBOX_SMTP_ERROR_TIMEOUT:
+        case OUTBOX_SMTP_ERROR_CONNECTION_LOST:
+          return OUTBOX_STATE_FAILED_TEMPORARY;
+
+        case OUTBOX_SMTP_ERROR_TLS:
+        case OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE:
+        case OUTBOX_SMTP_ERROR_INJECTION:
+        case OUTBOX_SMTP_ERROR_PROTOCOL:
+        case OUTBOX_SMTP_ERROR_REJECTED:
+        case OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE:
+        case OUTBOX_SMTP_ERROR_AUTH_FAILED:
+        case OUTBOX_SMTP_ERROR_RECIPIENTS:
+        case OUTBOX_SMTP_ERROR_INVALID_ADDRESS:
+        case OUTBOX_SMTP_ERROR_INVALID_INPUT:
+        case OUTBOX_SMTP_ERROR_INSECURE:
+        default:
+          return OUTBOX_STATE_FAILED_PERMANENT;
+        }
+    }
+
+  /* Network trouble that did not come through the engine's own codes. */
+  if (error->domain == G_RESOLVER_ERROR)
+    return OUTBOX_STATE_FAILED_TEMPORARY;
+
+  if (error->domain == G_IO_ERROR)
+    {
+      switch (error->code)
+        {
+        case G_IO_ERROR_TIMED_OUT:
+        case G_IO_ERROR_CONNECTION_REFUSED:
+        case G_IO_ERROR_CONNECTION_CLOSED: /* also BROKEN_PIPE */
+        case G_IO_ERROR_HOST_UNREACHABLE:
+        case G_IO_ERROR_NETWORK_UNREACHABLE:
+        case G_IO_ERROR_NOT_CONNECTED:
+        case G_IO_ERROR_WOULD_BLOCK:
+          return OUTBOX_STATE_FAILED_TEMPORARY;
+        default:
+          break;
+        }
+    }
+
+  return OUTBOX_STATE_FAILED_PERMANENT;
+}
+
+/* The state for a failed send, with what the client knows beyond the
+ * error: the server's reply, and how far the session got. */
+static OutboxMessageState
+state_for_failure (const GError            *error,
+                   const OutboxSmtpFailure *failure)
+{
+  if (g_error_matches (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN))
+    return OUTBOX_STATE_DELIVERY_UNKNOWN;
+
+  if (failure != NULL)
+    {
+      /* The final dot may have reached the server without its answer
+       * reaching us: never resend such a message by itself. */
+      if (failure->step == OUTBOX_SMTP_STEP_DATA_END && failure->reply == NULL)
+        return OUTBOX_STATE_DELIVERY_UNKNOWN;
+
+      if (failure->reply != NULL && failure->reply->code >= 400 && failure->reply->code < 500)
+        return OUTBOX_STATE_FAILED_TEMPORARY;
+
+      if (failure->reply != NULL && failure->reply->code >= 500 && failure->reply->code < 600)
+        return OUTBOX_STATE_FAILED_PERMANENT;
+    }
+
+  return outbox_sender_state_for_error (error);
+}
+
+/* Recording the outcome */
+
+static void
+record_thread (GTask        *task,
+               gpointer      source_object,
+               gpointer      task_data,
+               GCancellable *cancellable)
+{
+  SendData *data = task_data;
+  g_autoptr (GError) error = NULL;
+
+  if (data->send_error == NULL)
+    {
+      g_autofree char *detail = NULL;
+
+      if (data->final_reply != NULL)
+        detail = outbox_smtp_reply_to_string (data->final_reply);
+
+      if (!outbox_store_move (data->store, data->id, OUTBOX_FOLDER_OUTBOX, OUTBOX_FOLDER_SENT,
+                              &error))
+        {
+          /* It was sent: it must not be sent again. Say so where it is. */
+          g_warning ("Message %s was sent but could not be moved to sent/: %s", data->id,
+                     error->message);
+          g_clear_error (&error);
+          if (!outbox_store_record_attempt (data->store, OUTBOX_FOLDER_OUTBOX, data->id,
+                                            OUTBOX_STATE_SENT, detail, &error))
+            g_warning ("Could not record that message %s was sent: %s", data->id,
+                       error->message);
+        }
+      else if (!outbox_store_record_attempt (data->store, OUTBOX_FOLDER_SENT, data->id,
+                                             OUTBOX_STATE_SENT, detail, &error))
+        {
+          g_warning ("Could not record that message %s was sent: %s", data->id,
+                     error->message);
+        }
+    }
+  else if (!outbox_store_record_attempt (data->store, OUTBOX_FOLDER_OUTBOX, data->id,
+                                         data->state, data->send_error->message, &error))
+    {
+      g_warning ("Could not record the outcome of message %s: %s", data->id, error->message);
+    }
+
+  g_task_return_boolean (task, TRUE);
+}
+
+static void
+record_cb (GObject      *object,
+           GAsyncResult *result,
+           gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SendData *data = g_task_get_task_data (task);
+
+  if (data->send_error != NULL)
+    g_task_return_error (task, g_steal_pointer (&data->send_error));
+  else
+    g_task_return_pointer (task, g_steal_pointer (&data->rejected),
+                           (GDestroyNotify) g_ptr_array_unref);
+}
+
+static void
+record_outcome (GTask *task)
+{
+  SendData *data = g_task_get_task_data (task);
+  g_autoptr (GTask) record = NULL;
+
+  /* Not cancellable: the outcome is always written down. */
+  record = g_task_new (NULL, NULL, record_cb, task);
+  g_task_set_source_tag (record, record_outcome);
+  g_task_set_task_data (record, data, NULL);
+  g_task_run_in_thread (record, record_thread);
+}
+
+/* Sending */
+
+static void
+send_cb (GObject      *object,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  OutboxSmtpClient *client = OUTBOX_SMTP_CLIENT (object);
+  g_autoptr (GTask) task = user_data;
+  SendData *data = g_task_get_task_data (task);
+
+  if (!outbox_smtp_client_send_finish (client, result, &data->rejected, &data->final_reply,
+                                       &data->send_error))
+    {
+      data->state = state_for_failure (data->send_error, outbox_smtp_client_get_failure (client));
+      g_debug ("Sending message %s failed: %s", data->id, data->send_error->message);
+    }
+
+  /* Closing a local file does not block. */
+  g_clear_object (&data->stream);
+
+  record_outcome (g_steal_pointer (&task));
+}
+
+static void
+query_info_cb (GObject      *object,
+               GAsyncResult *result,
+               gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SendData *data = g_task_get_task_data (task);
+  g_autoptr (GFileInfo) info = NULL;
+  g_autoptr (GError) error = NULL;
+  GCancellable *cancellable;
+
+  info = g_file_input_stream_query_info_finish (G_FILE_INPUT_STREAM (object), result, &error);
+  if (info != NULL && g_file_info_has_attribute (info, G_FILE_ATTRIBUTE_STANDARD_SIZE))
+    data->size = g_file_info_get_size (info);
+  else
+    data->size = -1;
+
+  if (g_task_return_error_if_cancelled (task))
+    return;
+
+  cancellable = g_task_get_cancellable (task);
+  outbox_smtp_client_send_async (data->client, data->envelope->from,
+                                 (const char * const *) data->envelope->recipients,
+                                 G_INPUT_STREAM (data->stream), data->size, cancellable, send_cb,
+                                 g_steal_pointer (&task));
+}
+
+static void
+read_cb (GObject      *object,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SendData *data = g_task_get_task_data (task);
+  GCancellable *cancellable;
+  GError *error = NULL;
+
+  data->stream = g_file_read_finish (G_FILE (object), result, &error);
+  if (data->stream == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  cancellable = g_task_get_cancellable (task);
+  g_file_input_stream_query_info_async (data->stream, G_FILE_ATTRIBUTE_STANDARD_SIZE,
+                                        G_PRIORITY_DEFAULT, cancellable, query_info_cb,
+                                        g_steal_pointer (&task));
+}
+
+static void
+load_thread (GTask        *task,
+             gpointer      source_object,
+             gpointer      task_data,
+             GCancellable *cancellable)
+{
+  SendData *data = task_data;
+  GError *error = NULL;
+  OutboxEnvelope *envelope;
+  GFile *file;
+
+  envelope = outbox_store_load_envelope (data->store, OUTBOX_FOLDER_OUTBOX, data->id, NULL,
+                                         &error);
+  if (envelope == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  file = outbox_store_get_message_file (data->store, OUTBOX_FOLDER_OUTBOX, data->id);
+  if (file == NULL)
+    {
+      outbox_envelope_free (envelope);
+      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                               _("The message is no longer in the outbox."));
+      return;
+    }
+
+  data->envelope = envelope;
+  g_task_return_pointer (task, file, g_object_unref);
+}
+
+static void
+load_cb (GObject      *object,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  g_autoptr (GFile) file = NULL;
+  GCancellable *cancellable;
+  GError *error = NULL;
+
+  file = g_task_propagate_pointer (G_TASK (result), &error);
+  if (file == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  cancellable = g_task_get_cancellable (task);
+  g_file_read_async (file, G_PRIORITY_DEFAULT, cancellable, read_cb, g_steal_pointer (&task));
+}
+
+void
+outbox_sender_send_async (OutboxStore         *store,
+                          const char          *id,
+                          OutboxSmtpClient    *client,
+                          GCancellable        *cancellable,
+                          GAsyncReadyCallback  callback,
+                          gpointer             user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  g_autoptr (GTask) load = NULL;
+  SendData *data;
+
+  g_return_if_fail (OUTBOX_IS_STORE (store));
+  g_return_if_fail (id != NULL);
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (client));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  data = g_new0 (SendData, 1);
+  data->store = g_object_ref (store);
+  data->id = g_strdup (id);
+  data->client = g_object_ref (client);
+  data->size = -1;
+
+  task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_sender_send_async);
+  g_task_set_task_data (task, data, (GDestroyNotify) send_data_free);
+  /* What happened on the wire is reported, even if cancelled meanwhile. */
+  g_task_set_check_cancellable (task, FALSE);
+
+  load = g_task_new (NULL, cancellable, load_cb, g_steal_pointer (&task));
+  g_task_set_source_tag (load, load_thread);
+  g_task_set_task_data (load, data, NULL);
+  g_task_run_in_thread (load, load_thread);
+}
+
+gboolean
+outbox_sender_send_finish (GAsyncResult  *result,
+                           GPtrArray    **rejected,
+                           GError       **error)
+{
+  g_autoptr (GPtrArray) list = NULL;
+  GError *local_error = NULL;
+
+  g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == outbox_sender_send_async,
+                        FALSE);
+
+  list = g_task_propagate_pointer (G_TASK (result), &local_error);
+  if (local_error != NULL)
+    {
+      g_propagate_error (error, local_error);
+      return FALSE;
+    }
+
+  if (rejected != NULL)
+    {
+      if (list == NULL)
+        list = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
+      *rejected = g_steal_pointer (&list);
+    }
+
+  return TRUE;
+}

@@ -1,0 +1,1151 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-mail"
+
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib/gi18n-lib.h>
+#include <glib/gstdio.h>
+
+#include "outbox-store.h"
+
+/* Leftovers of an interrupted write or move are only cleaned up once they
+ * are this old, so that another process in the middle of one is safe. */
+#define STALE_AGE_SECONDS (60 * 60)
+
+#define ENVELOPE_DIR   "envelope"
+#define ENVELOPE_GROUP "envelope"
+#define STATUS_GROUP   "status"
+
+struct _OutboxStore
+{
+  GObject parent_instance;
+
+  char *root;
+};
+
+G_DEFINE_FINAL_TYPE (OutboxStore, outbox_store, G_TYPE_OBJECT)
+
+enum
+{
+  PROP_0,
+  PROP_ROOT,
+  N_PROPS
+};
+
+static GParamSpec *properties[N_PROPS];
+
+static const char *const folder_names[] = {
+  [OUTBOX_FOLDER_DRAFTS] = "drafts",
+  [OUTBOX_FOLDER_OUTBOX] = "outbox",
+  [OUTBOX_FOLDER_SENT] = "sent",
+};
+
+static const char *const state_names[] = {
+  [OUTBOX_STATE_QUEUED] = "queued",
+  [OUTBOX_STATE_FAILED_TEMPORARY] = "failed-temporary",
+  [OUTBOX_STATE_FAILED_PERMANENT] = "failed-permanent",
+  [OUTBOX_STATE_DELIVERY_UNKNOWN] = "delivery-unknown",
+  [OUTBOX_STATE_SENT] = "sent",
+};
+
+/* Helpers */
+
+static gboolean
+folder_is_valid (OutboxFolder folder)
+{
+  return (guint) folder < G_N_ELEMENTS (folder_names);
+}
+
+/* An id is one Maildir unique name: no slash, no info suffix, no dot file. */
+static gboolean
+check_id (const char  *id,
+          GError     **error)
+{
+  if (id[0] != '\0' && id[0] != '.' && strchr (id, '/') == NULL && strchr (id, ':') == NULL
+      && strlen (id) < 200)
+    return TRUE;
+
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+               _("“%s” is not a valid message identifier"), id);
+  return FALSE;
+}
+
+typedef enum
+{
+  ACTION_CREATE_FOLDER,
+  ACTION_OPEN_FOLDER,
+  ACTION_SAVE_FOLDER,
+  ACTION_CREATE_FILE,
+  ACTION_WRITE_FILE,
+  ACTION_SAVE_FILE,
+  ACTION_MOVE_FILE,
+  ACTION_REMOVE_FILE,
+} Action;
+
+static gboolean
+set_errno_error (GError     **error,
+                 int          saved_errno,
+                 Action       action,
+                 const char  *path)
+{
+  g_autofree char *display = g_filename_display_name (path);
+  const char *reason = g_strerror (saved_errno);
+  int code = g_io_error_from_errno (saved_errno);
+
+  /* TRANSLATORS: in these messages, the first %s is a file or folder, the
+   * second the system's reason. */
+  switch (action)
+    {
+    case ACTION_CREATE_FOLDER:
+      g_set_error (error, G_IO_ERROR, code, _("Could not create the folder “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_OPEN_FOLDER:
+      g_set_error (error, G_IO_ERROR, code, _("Could not open the folder “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_SAVE_FOLDER:
+      g_set_error (error, G_IO_ERROR, code, _("Could not save the folder “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_CREATE_FILE:
+      g_set_error (error, G_IO_ERROR, code, _("Could not create the file “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_WRITE_FILE:
+      g_set_error (error, G_IO_ERROR, code, _("Could not write the file “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_SAVE_FILE:
+      g_set_error (error, G_IO_ERROR, code, _("Could not save the file “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_MOVE_FILE:
+      g_set_error (error, G_IO_ERROR, code, _("Could not move the file “%s”: %s"), display,
+                   reason);
+      break;
+    case ACTION_REMOVE_FILE:
+    default:
+      g_set_error (error, G_IO_ERROR, code, _("Could not remove the file “%s”: %s"), display,
+                   reason);
+      break;
+    }
+
+  return FALSE;
+}
+
+static char *
+folder_path (OutboxStore  *self,
+             OutboxFolder  folder)
+{
+  return g_build_filename (self->root, folder_names[folder], NULL);
+}
+
+static char *
+subdir_path (OutboxStore  *self,
+             OutboxFolder  folder,
+             const char   *subdir)
+{
+  return g_build_filename (self->root, folder_names[folder], subdir, NULL);
+}
+
+static char *
+envelope_path (OutboxStore  *self,
+               OutboxFolder  folder,
+               const char   *id)
+{
+  return g_build_filename (self->root, folder_names[folder], ENVELOPE_DIR, id, NULL);
+}
+
+static gboolean
+make_dir (const char  *path,
+          GError     **error)
+{
+  if (g_mkdir_with_parents (path, 0700) != 0)
+    return set_errno_error (error, errno, ACTION_CREATE_FOLDER, path);
+
+  return TRUE;
+}
+
+static gboolean
+ensure_folder (OutboxStore   *self,
+               OutboxFolder   folder,
+               GError       **error)
+{
+  static const char *const subdirs[] = { "tmp", "new", "cur", ENVELOPE_DIR };
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (subdirs); i++)
+    {
+      g_autofree char *path = subdir_path (self, folder, subdirs[i]);
+
+      if (!make_dir (path, error))
+        return FALSE;
+    }
+
+  return TRUE;
+}
+
+static gboolean
+sync_dir (const char  *path,
+          GError     **error)
+{
+  int fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (fd < 0)
+    return set_errno_error (error, errno, ACTION_OPEN_FOLDER, path);
+
+  if (fsync (fd) != 0 && errno != EINVAL)
+    {
+      int saved_errno = errno;
+
+      close (fd);
+      return set_errno_error (error, saved_errno, ACTION_SAVE_FOLDER, path);
+    }
+
+  close (fd);
+  return TRUE;
+}
+
+static gboolean
+sync_parent_dir (const char  *path,
+                 GError     **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+
+  return sync_dir (dir, error);
+}
+
+/* Writes @data to the new file @path (which must not exist) and fsyncs it. */
+static gboolean
+write_new_file (const char    *path,
+                const guint8  *data,
+                gsize          len,
+                GError       **error)
+{
+  int fd;
+
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return set_errno_error (error, errno, ACTION_CREATE_FILE, path);
+
+  while (len > 0)
+    {
+      gssize n = write (fd, data, len);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          int saved_errno = errno;
+
+          close (fd);
+          g_unlink (path);
+          return set_errno_error (error, saved_errno, ACTION_WRITE_FILE,
+                                  path);
+        }
+      data += n;
+      len -= n;
+    }
+
+  if (fsync (fd) != 0 || close (fd) != 0)
+    {
+      int saved_errno = errno;
+
+      g_unlink (path);
+      return set_errno_error (error, saved_errno, ACTION_SAVE_FILE, path);
+    }
+
+  return TRUE;
+}
+
+static gboolean
+rename_file (const char  *from,
+             const char  *to,
+             GError     **error)
+{
+  if (g_rename (from, to) != 0)
+    return set_errno_error (error, errno, ACTION_MOVE_FILE, from);
+
+  return TRUE;
+}
+
+/* tmp, fsync, rename, fsync the folder. */
+static gboolean
+write_file_atomically (const char    *tmp_path,
+                       const char    *path,
+                       const guint8  *data,
+                       gsize          len,
+                       GError       **error)
+{
+  g_unlink (tmp_path);
+
+  if (!write_new_file (tmp_path, data, len, error))
+    return FALSE;
+
+  if (!rename_file (tmp_path, path, error))
+    {
+      g_unlink (tmp_path);
+      return FALSE;
+    }
+
+  return sync_parent_dir (path, error);
+}
+
+/* A Maildir unique name: time.MusecPpidQcounterRrandom.host */
+static char *
+make_unique_name (void)
+{
+  static int counter = 0;
+  gint64 now = g_get_real_time ();
+  GString *host = g_string_new (NULL);
+  const char *p;
+  char *name;
+
+  for (p = g_get_host_name (); *p != '\0'; p++)
+    {
+      if (g_ascii_isalnum (*p) || *p == '-' || *p == '.' || *p == '_')
+        g_string_append_c (host, *p);
+      else
+        g_string_append_c (host, '_');
+    }
+  if (host->len == 0)
+    g_string_append (host, "localhost");
+
+  name = g_strdup_printf ("%" G_GINT64_FORMAT ".M%06dP%dQ%dR%08x.%s", now / G_USEC_PER_SEC,
+                          (int) (now % G_USEC_PER_SEC), (int) getpid (),
+                          g_atomic_int_add (&counter, 1), g_random_int (), host->str);
+  g_string_free (host, TRUE);
+
+  return name;
+}
+
+/* The id of a Maildir file name: the name without its ":2,..." info. */
+static char *
+id_from_name (const char *name)
+{
+  const char *colon = strchr (name, ':');
+
+  return colon != NULL ? g_strndup (name, colon - name) : g_strdup (name);
+}
+
+/* The path of the message file, in new/ or cur/, or NULL. */
+static char *
+find_message_path (OutboxStore  *self,
+                   OutboxFolder  folder,
+                   const char   *id)
+{
+  g_autofree char *new_path = g_build_filename (self->root, folder_names[folder], "new", id, NULL);
+  g_autofree char *cur_dir = subdir_path (self, folder, "cur");
+  g_autoptr (GDir) dir = NULL;
+  gsize id_len = strlen (id);
+  const char *name;
+
+  if (g_file_test (new_path, G_FILE_TEST_EXISTS))
+    return g_steal_pointer (&new_path);
+
+  dir = g_dir_open (cur_dir, 0, NULL);
+  if (dir == NULL)
+    return NULL;
+
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      if (strncmp (name, id, id_len) == 0 && (name[id_len] == '\0' || name[id_len] == ':'))
+        return g_build_filename (cur_dir, name, NULL);
+    }
+
+  /* new/ again: the message may have moved from new/ to cur/ meanwhile. */
+  if (g_file_test (new_path, G_FILE_TEST_EXISTS))
+    return g_steal_pointer (&new_path);
+
+  return NULL;
+}
+
+static gboolean
+set_not_found_error (GError       **error,
+                     OutboxFolder   folder,
+                     const char    *id)
+{
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+               /* TRANSLATORS: %s is a message identifier, the second a folder name. */
+               _("The message “%s” is not in the folder “%s”"), id, folder_names[folder]);
+  return FALSE;
+}
+
+static GKeyFile *
+load_key_file (OutboxStore   *self,
+               OutboxFolder   folder,
+               const char    *id,
+               GError       **error)
+{
+  g_autoptr (GKeyFile) key_file = g_key_file_new ();
+  g_autoptr (GError) local_error = NULL;
+  g_autofree char *path = envelope_path (self, folder, id);
+
+  if (!g_key_file_load_from_file (key_file, path, G_KEY_FILE_NONE, &local_error))
+    {
+      if (g_error_matches (local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        {
+          set_not_found_error (error, folder, id);
+        }
+      else
+        {
+          g_autofree char *display = g_filename_display_name (path);
+
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                       _("Could not read the envelope “%s”: %s"), display, local_error->message);
+        }
+      return NULL;
+    }
+
+  return g_steal_pointer (&key_file);
+}
+
+static gboolean
+save_key_file (OutboxStore   *self,
+               OutboxFolder   folder,
+               const char    *id,
+               GKeyFile      *key_file,
+               GError       **error)
+{
+  g_autofree char *path = envelope_path (self, folder, id);
+  g_autofree char *tmp_name = g_strconcat (".tmp-", id, NULL);
+  g_autofree char *tmp_path = g_build_filename (self->root, folder_names[folder], ENVELOPE_DIR,
+                                                tmp_name, NULL);
+  g_autofree char *data = NULL;
+  gsize len;
+
+  data = g_key_file_to_data (key_file, &len, NULL);
+
+  return write_file_atomically (tmp_path, path, (const guint8 *) data, len, error);
+}
+
+static void
+set_status (GKeyFile           *key_file,
+            OutboxMessageState  state,
+            const char         *detail)
+{
+  g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
+  g_autofree char *updated = g_date_time_format_iso8601 (now);
+
+  g_key_file_set_string (key_file, STATUS_GROUP, "state", state_names[state]);
+  g_key_file_set_string (key_file, STATUS_GROUP, "detail", detail != NULL ? detail : "");
+  g_key_file_set_string (key_file, STATUS_GROUP, "updated", updated);
+}
+
+static gboolean
+parse_state (const char          *name,
+             OutboxMessageState  *state)
+{
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (state_names); i++)
+    {
+      if (g_strcmp0 (name, state_names[i]) == 0)
+        {
+          *state = i;
+          return TRUE;
+        }
+    }
+
+  return FALSE;
+}
+
+static gboolean
+is_stale (const char *path)
+{
+  GStatBuf st;
+
+  if (g_stat (path, &st) != 0)
+    return FALSE;
+
+  return (gint64) st.st_mtime + STALE_AGE_SECONDS < g_get_real_time () / G_USEC_PER_SEC;
+}
+
+/* Leftovers of interrupted operations: an envelope whose message never
+ * arrived (or has moved on), temporary files. */
+static void
+clean_stale_files (OutboxStore  *self,
+                   OutboxFolder  folder,
+                   GHashTable   *message_ids)
+{
+  g_autofree char *envelope_dir = subdir_path (self, folder, ENVELOPE_DIR);
+  g_autofree char *tmp_dir = subdir_path (self, folder, "tmp");
+  const char *const dirs[] = { envelope_dir, tmp_dir };
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (dirs); i++)
+    {
+      g_autoptr (GDir) dir = g_dir_open (dirs[i], 0, NULL);
+      const char *name;
+
+      if (dir == NULL)
+        continue;
+
+      while ((name = g_dir_read_name (dir)) != NULL)
+        {
+          g_autofree char *path = NULL;
+
+          if (dirs[i] == envelope_dir && name[0] != '.'
+              && g_hash_table_contains (message_ids, name))
+            continue;
+
+          path = g_build_filename (dirs[i], name, NULL);
+          if (is_stale (path))
+            {
+              g_debug ("Removing the leftover %s", path);
+              g_unlink (path);
+            }
+        }
+    }
+}
+
+/* GObject */
+
+static void
+outbox_store_finalize (GObject *object)
+{
+  OutboxStore *self = OUTBOX_STORE (object);
+
+  g_clear_pointer (&self->root, g_free);
+
+  G_OBJECT_CLASS (outbox_store_parent_class)->finalize (object);
+}
+
+static void
+outbox_store_get_property (GObject    *object,
+                           guint       prop_id,
+                           GValue     *value,
+                           GParamSpec *pspec)
+{
+  OutboxStore *self = OUTBOX_STORE (object);
+
+  switch (prop_id)
+    {
+    case PROP_ROOT:
+      g_value_set_string (value, self->root);
+      break;
+
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+outbox_store_set_property (GObject      *object,
+                           guint         prop_id,
+                           const GValue *value,
+                           GParamSpec   *pspec)
+{
+  OutboxStore *self = OUTBOX_STORE (object);
+
+  switch (prop_id)
+    {
+    case PROP_ROOT:
+      g_free (self->root);
+      if (g_value_get_string (value) != NULL)
+        self->root = g_value_dup_string (value);
+      else
+        self->root = g_build_filename (g_get_user_data_dir (), "outbox", NULL);
+      break;
+
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+outbox_store_class_init (OutboxStoreClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->finalize = outbox_store_finalize;
+  object_class->get_property = outbox_store_get_property;
+  object_class->set_property = outbox_store_set_property;
+
+  properties[PROP_ROOT] = g_param_spec_string ("root", NULL, NULL, NULL,
+                                               G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY
+                                                 | G_PARAM_STATIC_STRINGS);
+
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+}
+
+static void
+outbox_store_init (OutboxStore *self)
+{
+}
+
+/* Public API */
+
+OutboxStore *
+outbox_store_new (const char *root)
+{
+  return g_object_new (OUTBOX_TYPE_STORE, "root", root, NULL);
+}
+
+const char *
+outbox_store_get_root (OutboxStore *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+
+  return self->root;
+}
+
+char *
+outbox_store_get_folder_path (OutboxStore  *self,
+                              OutboxFolder  folder)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+
+  return folder_path (self, folder);
+}
+
+/* Returns NULL if there is no such message. */
+GFile *
+outbox_store_get_message_file (OutboxStore  *self,
+                               OutboxFolder  folder,
+                               const char   *id)
+{
+  g_autofree char *path = NULL;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+  g_return_val_if_fail (id != NULL, NULL);
+
+  if (!check_id (id, NULL))
+    return NULL;
+
+  path = find_message_path (self, folder, id);
+  if (path == NULL)
+    return NULL;
+
+  return g_file_new_for_path (path);
+}
+
+char *
+outbox_store_add (OutboxStore          *self,
+                  OutboxFolder          folder,
+                  GBytes               *message,
+                  const OutboxEnvelope *envelope,
+                  const char           *account_id,
+                  GError              **error)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autofree char *id = NULL;
+  g_autofree char *tmp_path = NULL;
+  g_autofree char *new_path = NULL;
+  g_autofree char *env_path = NULL;
+  const guint8 *data;
+  gsize len;
+  guint attempt;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+  g_return_val_if_fail (message != NULL, NULL);
+  g_return_val_if_fail (envelope != NULL && envelope->from != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!ensure_folder (self, folder, error))
+    return NULL;
+
+  for (attempt = 0;; attempt++)
+    {
+      g_autofree char *path = NULL;
+
+      g_free (id);
+      id = make_unique_name ();
+      g_clear_pointer (&tmp_path, g_free);
+      g_clear_pointer (&new_path, g_free);
+      g_clear_pointer (&env_path, g_free);
+      tmp_path = g_build_filename (self->root, folder_names[folder], "tmp", id, NULL);
+      new_path = g_build_filename (self->root, folder_names[folder], "new", id, NULL);
+      env_path = envelope_path (self, folder, id);
+      path = find_message_path (self, folder, id);
+
+      if (path == NULL && !g_file_test (tmp_path, G_FILE_TEST_EXISTS)
+          && !g_file_test (env_path, G_FILE_TEST_EXISTS))
+        break;
+
+      if (attempt == 10)
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                       _("Could not find a free name for the message"));
+          return NULL;
+        }
+    }
+
+  /* The envelope first: a message that is listed always has one. */
+  key_file = g_key_file_new ();
+  g_key_file_set_string (key_file, ENVELOPE_GROUP, "from", envelope->from);
+  g_key_file_set_string_list (key_file, ENVELOPE_GROUP, "recipients",
+                              (const char * const *) envelope->recipients,
+                              envelope->recipients != NULL
+                                ? g_strv_length (envelope->recipients)
+                                : 0);
+  g_key_file_set_string (key_file, ENVELOPE_GROUP, "account", account_id != NULL ? account_id : "");
+  set_status (key_file, OUTBOX_STATE_QUEUED, NULL);
+  g_key_file_set_integer (key_file, STATUS_GROUP, "attempts", 0);
+
+  if (!save_key_file (self, folder, id, key_file, error))
+    return NULL;
+
+  data = g_bytes_get_data (message, &len);
+  if (!write_new_file (tmp_path, data, len, error)
+      || !rename_file (tmp_path, new_path, error)
+      || !sync_parent_dir (new_path, error))
+    {
+      g_unlink (tmp_path);
+      g_unlink (new_path);
+      g_unlink (env_path);
+      return NULL;
+    }
+
+  return g_steal_pointer (&id);
+}
+
+gboolean
+outbox_store_move (OutboxStore   *self,
+                   const char    *id,
+                   OutboxFolder   from,
+                   OutboxFolder   to,
+                   GError       **error)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autofree char *source = NULL;
+  g_autofree char *dest = NULL;
+  g_autofree char *from_envelope = NULL;
+  g_autofree char *basename = NULL;
+  g_autoptr (GError) local_error = NULL;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail (folder_is_valid (from), FALSE);
+  g_return_val_if_fail (folder_is_valid (to), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!check_id (id, error))
+    return FALSE;
+
+  if (from == to)
+    return TRUE;
+
+  source = find_message_path (self, from, id);
+  if (source == NULL)
+    return set_not_found_error (error, from, id);
+
+  key_file = load_key_file (self, from, id, error);
+  if (key_file == NULL)
+    return FALSE;
+
+  if (!ensure_folder (self, to, error))
+    return FALSE;
+
+  /* 1. The envelope appears in the destination. Interrupted here, the
+   *    message is still complete in @from; the copy is a leftover. */
+  if (to == OUTBOX_FOLDER_SENT)
+    set_status (key_file, OUTBOX_STATE_SENT, NULL);
+  if (!save_key_file (self, to, id, key_file, error))
+    return FALSE;
+
+  /* 2. The commit point: the message file moves. */
+  if (to == OUTBOX_FOLDER_SENT)
+    {
+      basename = g_strconcat (id, ":2,S", NULL);
+      dest = g_build_filename (self->root, folder_names[to], "cur", basename, NULL);
+    }
+  else
+    {
+      dest = g_build_filename (self->root, folder_names[to], "new", id, NULL);
+    }
+
+  if (!rename_file (source, dest, error))
+    {
+      g_autofree char *to_envelope = envelope_path (self, to, id);
+
+      g_unlink (to_envelope);
+      return FALSE;
+    }
+
+  if (!sync_parent_dir (dest, error) || !sync_parent_dir (source, error))
+    return FALSE;
+
+  /* 3. The old envelope goes. Interrupted before, it is a leftover. */
+  from_envelope = envelope_path (self, from, id);
+  if (g_unlink (from_envelope) != 0 && errno != ENOENT)
+    g_debug ("Could not remove %s: %s", from_envelope, g_strerror (errno));
+
+  return TRUE;
+}
+
+gboolean
+outbox_store_remove (OutboxStore   *self,
+                     OutboxFolder   folder,
+                     const char    *id,
+                     GError       **error)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *env_path = NULL;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (folder_is_valid (folder), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!check_id (id, error))
+    return FALSE;
+
+  path = find_message_path (self, folder, id);
+  if (path == NULL)
+    return set_not_found_error (error, folder, id);
+
+  if (g_unlink (path) != 0)
+    return set_errno_error (error, errno, ACTION_REMOVE_FILE, path);
+
+  if (!sync_parent_dir (path, error))
+    return FALSE;
+
+  env_path = envelope_path (self, folder, id);
+  if (g_unlink (env_path) != 0 && errno != ENOENT)
+    g_debug ("Could not remove %s: %s", env_path, g_strerror (errno));
+
+  return TRUE;
+}
+
+OutboxEnvelope *
+outbox_store_load_envelope (OutboxStore   *self,
+                            OutboxFolder   folder,
+                            const char    *id,
+                            char         **account_id,
+                            GError       **error)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autoptr (GError) local_error = NULL;
+  g_autofree char *from = NULL;
+  g_auto (GStrv) recipients = NULL;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+  g_return_val_if_fail (id != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!check_id (id, error))
+    return NULL;
+
+  key_file = load_key_file (self, folder, id, error);
+  if (key_file == NULL)
+    return NULL;
+
+  from = g_key_file_get_string (key_file, ENVELOPE_GROUP, "from", &local_error);
+  if (from != NULL)
+    recipients = g_key_file_get_string_list (key_file, ENVELOPE_GROUP, "recipients", NULL,
+                                             &local_error);
+  if (local_error != NULL)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                   _("The envelope of the message “%s” is damaged: %s"), id,
+                   local_error->message);
+      return NULL;
+    }
+
+  if (account_id != NULL)
+    *account_id = g_key_file_get_string (key_file, ENVELOPE_GROUP, "account", NULL);
+
+  return outbox_envelope_new (from, (const char * const *) recipients);
+}
+
+static gboolean
+update_state (OutboxStore         *self,
+              OutboxFolder         folder,
+              const char          *id,
+              OutboxMessageState   state,
+              const char          *detail,
+              gboolean             count_attempt,
+              GError             **error)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+
+  if (!check_id (id, error))
+    return FALSE;
+
+  key_file = load_key_file (self, folder, id, error);
+  if (key_file == NULL)
+    return FALSE;
+
+  set_status (key_file, state, detail);
+  if (count_attempt)
+    {
+      int attempts = g_key_file_get_integer (key_file, STATUS_GROUP, "attempts", NULL);
+
+      g_key_file_set_integer (key_file, STATUS_GROUP, "attempts", MAX (attempts, 0) + 1);
+    }
+
+  return save_key_file (self, folder, id, key_file, error);
+}
+
+gboolean
+outbox_store_set_state (OutboxStore         *self,
+                        OutboxFolder         folder,
+                        const char          *id,
+                        OutboxMessageState   state,
+                        const char          *detail,
+                        GError             **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (folder_is_valid (folder), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail ((guint) state < G_N_ELEMENTS (state_names), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return update_state (self, folder, id, state, detail, FALSE, error);
+}
+
+gboolean
+outbox_store_record_attempt (OutboxStore         *self,
+                             OutboxFolder         folder,
+                             const char          *id,
+                             OutboxMessageState   state,
+                             const char          *detail,
+                             GError             **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (folder_is_valid (folder), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail ((guint) state < G_N_ELEMENTS (state_names), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return update_state (self, folder, id, state, detail, TRUE, error);
+}
+
+OutboxMessageState
+outbox_store_get_state (OutboxStore   *self,
+                        OutboxFolder   folder,
+                        const char    *id,
+                        char         **detail,
+                        GError       **error)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autofree char *name = NULL;
+  OutboxMessageState state = OUTBOX_STATE_QUEUED;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), OUTBOX_STATE_QUEUED);
+  g_return_val_if_fail (folder_is_valid (folder), OUTBOX_STATE_QUEUED);
+  g_return_val_if_fail (id != NULL, OUTBOX_STATE_QUEUED);
+  g_return_val_if_fail (error == NULL || *error == NULL, OUTBOX_STATE_QUEUED);
+
+  if (!check_id (id, error))
+    return OUTBOX_STATE_QUEUED;
+
+  key_file = load_key_file (self, folder, id, error);
+  if (key_file == NULL)
+    return OUTBOX_STATE_QUEUED;
+
+  name = g_key_file_get_string (key_file, STATUS_GROUP, "state", NULL);
+  if (name != NULL && !parse_state (name, &state))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                   _("The message “%s” has an unknown state “%s”"), id, name);
+      return OUTBOX_STATE_QUEUED;
+    }
+
+  if (detail != NULL)
+    {
+      *detail = g_key_file_get_string (key_file, STATUS_GROUP, "detail", NULL);
+      if (*detail != NULL && **detail == '\0')
+        g_clear_pointer (detail, g_free);
+    }
+
+  return state;
+}
+
+guint
+outbox_store_get_attempts (OutboxStore  *self,
+                           OutboxFolder  folder,
+                           const char   *id)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  int attempts;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), 0);
+  g_return_val_if_fail (folder_is_valid (folder), 0);
+  g_return_val_if_fail (id != NULL, 0);
+
+  if (!check_id (id, NULL))
+    return 0;
+
+  key_file = load_key_file (self, folder, id, NULL);
+  if (key_file == NULL)
+    return 0;
+
+  attempts = g_key_file_get_integer (key_file, STATUS_GROUP, "attempts", NULL);
+
+  return MAX (attempts, 0);
+}
+
+static int
+compare_ids (gconstpointer a,
+             gconstpointer b)
+{
+  return strcmp (*(const char * const *) a, *(const char * const *) b);
+}
+
+GStrv
+outbox_store_list (OutboxStore   *self,
+                   OutboxFolder   folder,
+                   GError       **error)
+{
+  g_autoptr (GHashTable) message_ids = NULL;
+  g_autoptr (GPtrArray) ids = NULL;
+  static const char *const subdirs[] = { "new", "cur" };
+  guint i;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  message_ids = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  ids = g_ptr_array_new ();
+
+  for (i = 0; i < G_N_ELEMENTS (subdirs); i++)
+    {
+      g_autofree char *path = subdir_path (self, folder, subdirs[i]);
+      g_autoptr (GError) local_error = NULL;
+      g_autoptr (GDir) dir = NULL;
+      const char *name;
+
+      dir = g_dir_open (path, 0, &local_error);
+      if (dir == NULL)
+        {
+          if (g_error_matches (local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+            continue;
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, _("Could not read a folder: %s"),
+                       local_error->message);
+          return NULL;
+        }
+
+      while ((name = g_dir_read_name (dir)) != NULL)
+        {
+          if (name[0] != '.')
+            g_hash_table_add (message_ids, id_from_name (name));
+        }
+    }
+
+  {
+    GHashTableIter iter;
+    const char *id;
+
+    g_hash_table_iter_init (&iter, message_ids);
+    while (g_hash_table_iter_next (&iter, (gpointer *) &id, NULL))
+      {
+        g_autofree char *env_path = envelope_path (self, folder, id);
+
+        if (g_file_test (env_path, G_FILE_TEST_IS_REGULAR))
+          g_ptr_array_add (ids, g_strdup (id));
+      }
+  }
+
+  clean_stale_files (self, folder, message_ids);
+
+  /* Unique names start with the time: sorting them gives the order in
+   * which they were added. */
+  g_ptr_array_sort (ids, compare_ids);
+  g_ptr_array_add (ids, NULL);
+
+  return (GStrv) g_ptr_array_free (g_steal_pointer (&ids), FALSE);
+}
+
+/* Asynchronous add */
+
+typedef struct
+{
+  OutboxFolder    folder;
+  GBytes         *message;
+  OutboxEnvelope *envelope;
+  char           *account_id;
+} AddData;
+
+static void
+add_data_free (AddData *data)
+{
+  g_clear_pointer (&data->message, g_bytes_unref);
+  g_clear_pointer (&data->envelope, outbox_envelope_free);
+  g_clear_pointer (&data->account_id, g_free);
+  g_free (data);
+}
+
+static void
+add_thread (GTask        *task,
+            gpointer      source_object,
+            gpointer      task_data,
+            GCancellable *cancellable)
+{
+  OutboxStore *self = source_object;
+  AddData *data = task_data;
+  GError *error = NULL;
+  char *id;
+
+  if (g_task_return_error_if_cancelled (task))
+    return;
+
+  id = outbox_store_add (self, data->folder, data->message, data->envelope, data->account_id,
+                         &error);
+  if (id == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, id, g_free);
+}
+
+void
+outbox_store_add_async (OutboxStore          *self,
+                        OutboxFolder          folder,
+                        GBytes               *message,
+                        const OutboxEnvelope *envelope,
+                        const char           *account_id,
+                        GCancellable         *cancellable,
+                        GAsyncReadyCallback   callback,
+                        gpointer              user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  AddData *data;
+
+  g_return_if_fail (OUTBOX_IS_STORE (self));
+  g_return_if_fail (folder_is_valid (folder));
+  g_return_if_fail (message != NULL);
+  g_return_if_fail (envelope != NULL && envelope->from != NULL);
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  data = g_new0 (AddData, 1);
+  data->folder = folder;
+  data->message = g_bytes_ref (message);
+  data->envelope = outbox_envelope_new (envelope->from,
+                                        (const char * const *) envelope->recipients);
+  data->account_id = g_strdup (account_id);
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_store_add_async);
+  g_task_set_task_data (task, data, (GDestroyNotify) add_data_free);
+  /* Once the write has begun it completes, and the caller learns its
+   * outcome even if it cancelled meanwhile: a message it believes was not
+   * queued must not be in the outbox. */
+  g_task_set_return_on_cancel (task, FALSE);
+  g_task_set_check_cancellable (task, FALSE);
+  g_task_run_in_thread (task, add_thread);
+}
+
+char *
+outbox_store_add_finish (OutboxStore   *self,
+                         GAsyncResult  *result,
+                         GError       **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == outbox_store_add_async, NULL);
+
+  return g_task_propagate_pointer (G_TASK (result), error);
+}
