@@ -366,9 +366,13 @@ outbox_account_dup_host (OutboxAccount *self)
 guint16
 outbox_account_get_port (OutboxAccount *self)
 {
+  guint16 port = 0;
+
   g_return_val_if_fail (OUTBOX_IS_ACCOUNT (self), 0);
 
-  return g_settings_get_uint (self->settings, "port");
+  /* The key is a "q": g_settings_get_uint() would refuse it. */
+  g_settings_get (self->settings, "port", "q", &port);
+  return port;
 }
 
 OutboxSmtpSecurity
@@ -508,18 +512,10 @@ outbox_account_create_client (OutboxAccount *self,
   if (*ca_file != '\0')
     {
       g_autofree char *path = expand_home (ca_file);
-      g_autoptr (GError) local_error = NULL;
 
-      if (!outbox_smtp_client_set_ca_file (client, path, &local_error))
-        {
-          g_autofree char *display = g_filename_display_name (path);
-
-          g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
-                       _("The extra CA certificate “%s” of this account could not be loaded: "
-                         "%s. Check the file in the account settings."),
-                       display, local_error->message);
-          return NULL;
-        }
+      /* The engine's error names the file and the reason. */
+      if (!outbox_smtp_client_set_ca_file (client, path, error))
+        return NULL;
     }
 
   return g_steal_pointer (&client);

@@ -99,6 +99,13 @@ struct _Session
   const char            *auth_mechanism;
   guint                  auth_stage;
 
+  /* PIPELINING: MAIL, RCPT and DATA go out in one write; QUIT follows
+   * the final dot. */
+  gboolean               pipelining;
+  gboolean               quit_sent;
+  OutboxSmtpReply       *mail_refusal;  /* MAIL's refusal while draining */
+  guint                  drain_left;
+
   /* Recipients. */
   guint                  rcpt_index;
   guint                  accepted;
@@ -184,6 +191,7 @@ session_free (Session *s)
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_free (s->body_in);
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
+  g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
   g_clear_error (&s->error);
   g_clear_pointer (&s->error_reply, outbox_smtp_reply_free);
   g_free (s);
@@ -679,6 +687,14 @@ session_quit (GTask *task)
   static const char quit[] = "QUIT\r\n";
 
   session_set_step (s, OUTBOX_SMTP_STEP_QUIT);
+
+  if (s->quit_sent)
+    {
+      on_quit_written (task);
+      return;
+    }
+
+  s->quit_sent = TRUE;
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
 
   s->pending_write = g_bytes_new_static (quit, strlen (quit));
@@ -1316,6 +1332,8 @@ on_body_written (GTask *task)
       /* The final dot went out with the last chunk. */
       session_set_step (s, OUTBOX_SMTP_STEP_DATA_END);
       transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, ".");
+      if (s->quit_sent)
+        transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
       session_read_reply (task, on_data_end_reply);
       return;
     }
@@ -1360,6 +1378,11 @@ on_body_read_cb (GObject      *source,
     {
       s->body_eof = TRUE;
       outbox_smtp_data_filter_finish (&s->filter, s->body_out);
+      if (s->pipelining)
+        {
+          g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
+          s->quit_sent = TRUE;
+        }
     }
 
   /* Gather large writes; the last one carries the final dot. */
@@ -1408,35 +1431,84 @@ on_data_reply (GTask           *task,
   read_body_chunk (task);
 }
 
+static void fail_all_rejected (GTask *task);
+
+static void
+on_empty_data_end_reply (GTask           *task,
+                         OutboxSmtpReply *reply)
+{
+  outbox_smtp_reply_free (reply);
+  fail_all_rejected (task);
+}
+
+/* A pipelined DATA that arrived although every recipient was refused. */
+static void
+on_pipelined_data_reply_no_rcpt (GTask           *task,
+                                 OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code == 354)
+    {
+      /* The server wants a message anyway: give it an empty one. */
+      outbox_smtp_reply_free (reply);
+      session_set_step (s, OUTBOX_SMTP_STEP_DATA_END);
+      session_command (task, ".", NULL, on_empty_data_end_reply);
+      return;
+    }
+
+  outbox_smtp_reply_free (reply);
+  fail_all_rejected (task);
+}
+
 static void
 after_recipients (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
 
+  if (s->accepted == 0 && s->pipelining)
+    {
+      session_set_step (s, OUTBOX_SMTP_STEP_DATA);
+      session_read_reply (task, on_pipelined_data_reply_no_rcpt);
+      return;
+    }
+
   if (s->accepted == 0)
     {
-      OutboxSmtpRejection *last = g_ptr_array_index (s->rejected, s->rejected->len - 1);
-      GString *details = g_string_new (NULL);
-
-      for (guint i = 0; i < s->rejected->len; i++)
-        {
-          OutboxSmtpRejection *r = g_ptr_array_index (s->rejected, i);
-          g_autofree char *text = outbox_smtp_reply_to_string (r->reply);
-          g_autofree char *visible = outbox_smtp_make_visible (text, -1);
-
-          g_string_append_printf (details, "%s%s: %s", i ? "; " : "", r->address, visible);
-        }
-
-      session_fail_with (task,
-                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
-                                      _("The server refused every recipient: %s"), details->str),
-                         outbox_smtp_reply_copy (last->reply), TRUE);
-      g_string_free (details, TRUE);
+      fail_all_rejected (task);
       return;
     }
 
   session_set_step (s, OUTBOX_SMTP_STEP_DATA);
-  session_command (task, "DATA", NULL, on_data_reply);
+  if (s->pipelining)
+    session_read_reply (task, on_data_reply);
+  else
+    session_command (task, "DATA", NULL, on_data_reply);
+}
+
+static void
+fail_all_rejected (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  OutboxSmtpRejection *last = g_ptr_array_index (s->rejected, s->rejected->len - 1);
+  GString *details = g_string_new (NULL);
+
+  s->step = OUTBOX_SMTP_STEP_RCPT;
+
+  for (guint i = 0; i < s->rejected->len; i++)
+    {
+      OutboxSmtpRejection *r = g_ptr_array_index (s->rejected, i);
+      g_autofree char *text = outbox_smtp_reply_to_string (r->reply);
+      g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+
+      g_string_append_printf (details, "%s%s: %s", i ? "; " : "", r->address, visible);
+    }
+
+  session_fail_with (task,
+                     g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
+                                  _("The server refused every recipient: %s"), details->str),
+                     outbox_smtp_reply_copy (last->reply), TRUE);
+  g_string_free (details, TRUE);
 }
 
 static void
@@ -1483,8 +1555,42 @@ send_next_rcpt (GTask *task)
       return;
     }
 
+  if (s->pipelining)
+    {
+      session_read_reply (task, on_rcpt_reply);
+      return;
+    }
+
   line = g_strdup_printf ("RCPT TO:<%s>", (char *) g_ptr_array_index (s->recipients, s->rcpt_index));
   session_command (task, line, NULL, on_rcpt_reply);
+}
+
+static void
+on_drain_reply (GTask           *task,
+                OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+  gboolean data_accepted = reply->code == 354;
+
+  outbox_smtp_reply_free (reply);
+
+  if (--s->drain_left > 0)
+    {
+      session_read_reply (task, on_drain_reply);
+      return;
+    }
+
+  if (data_accepted)
+    {
+      /* DATA went through anyway: end an empty message, then report. */
+      s->drain_left = 1;
+      session_command (task, ".", NULL, on_drain_reply);
+      return;
+    }
+
+  s->step = OUTBOX_SMTP_STEP_MAIL;
+  session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
+                      _("The server refused the sender's address"));
 }
 
 static void
@@ -1492,6 +1598,16 @@ on_mail_reply (GTask           *task,
                OutboxSmtpReply *reply)
 {
   Session *s = g_task_get_task_data (task);
+
+  if (reply->code != 250 && s->pipelining && reply->code != 421)
+    {
+      /* The recipients' and DATA's replies are on their way: read them
+       * before saying anything else. */
+      s->mail_refusal = reply;
+      s->drain_left = s->recipients->len + 1;
+      session_read_reply (task, on_drain_reply);
+      return;
+    }
 
   if (reply->code != 250)
     {
@@ -1569,6 +1685,31 @@ send_mail (GTask *task)
     g_string_append_printf (line, " SIZE=%" G_GUINT64_FORMAT, (guint64) s->message_size);
   if (utf8)
     g_string_append (line, " SMTPUTF8");
+
+  s->pipelining = outbox_smtp_caps_has (s->caps, "PIPELINING");
+  if (s->pipelining)
+    {
+      GString *group = g_string_new (NULL);
+
+      transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, line->str);
+      g_string_append_printf (group, "%s\r\n", line->str);
+      for (guint i = 0; i < s->recipients->len; i++)
+        {
+          g_autofree char *rcpt = g_strdup_printf ("RCPT TO:<%s>",
+                                                   (char *) g_ptr_array_index (s->recipients, i));
+
+          transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, rcpt);
+          g_string_append_printf (group, "%s\r\n", rcpt);
+        }
+      transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "DATA");
+      g_string_append (group, "DATA\r\n");
+
+      s->on_reply = on_mail_reply;
+      session_write_bytes (task, g_string_free_to_bytes (group), OUTBOX_SMTP_STEP_MAIL,
+                           session_read_after_write);
+      g_string_free (line, TRUE);
+      return;
+    }
 
   session_command (task, line->str, NULL, on_mail_reply);
   g_string_free (line, TRUE);
