@@ -766,7 +766,7 @@ test_error_greeting (void)
 
   title = outbox_smtp_failure_get_title (outbox_smtp_client_get_failure (client));
   server_text = outbox_smtp_failure_get_server_text (outbox_smtp_client_get_failure (client));
-  g_assert_cmpstr (title, ==, "Sending failed while waiting for the server's greeting");
+  g_assert_cmpstr (title, ==, "The server refused the connection");
   g_assert_cmpstr (server_text, ==, "554-test.example no SMTP service here\n"
                                     "554 5.7.1 your address is listed");
   outcome_clear (&o);
@@ -792,6 +792,30 @@ test_cancel (void)
   g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 4.0);
   g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
   g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  outcome_clear (&o);
+}
+
+static void
+test_cancel_after_dot (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  Outcome o;
+
+  script_until (srv, STAGE_DOT);
+  outbox_test_smtp_server_stall (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  g_timeout_add_once (500, (GSourceOnceFunc) g_cancellable_cancel, cancellable);
+  run_client (client, bob, MESSAGE, cancellable, FALSE, &o);
+
+  /* The message is with the server: stopping cannot make it unsent. */
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+  g_assert_cmpint (outbox_smtp_client_get_failure (client)->step, ==, OUTBOX_SMTP_STEP_DATA_END);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_nonnull (outbox_test_smtp_server_get_data (srv));
   outcome_clear (&o);
 }
 
@@ -906,6 +930,7 @@ main (int   argc,
   g_test_add_func ("/engine/starttls-partial-injection", test_starttls_partial_injection);
   g_test_add_func ("/engine/loopback-none-signs-in", test_loopback_none_signs_in);
   g_test_add_func ("/engine/cancel", test_cancel);
+  g_test_add_func ("/engine/cancel-after-dot", test_cancel_after_dot);
   g_test_add_func ("/engine/connect-refused", test_connect_refused);
   g_test_add_func ("/engine/invalid-recipient-before-connect", test_invalid_recipient_before_connect);
   g_test_add_func ("/engine/bad-certificate", test_bad_certificate);

@@ -331,7 +331,15 @@ session_io_error (GTask  *task,
   Session *s = g_task_get_task_data (task);
 
   if (g_error_matches (io_error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && !s->timed_out)
-    return g_error_copy (io_error);
+    {
+      /* The whole message is with the server: stopping now cannot unsend
+       * it. */
+      if (s->step == OUTBOX_SMTP_STEP_DATA_END)
+        return g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
+                                    _("Sending was stopped after the whole message had been "
+                                      "handed to the server, before it confirmed."));
+      return g_error_copy (io_error);
+    }
 
   if (!s->timed_out)
     {
@@ -1785,6 +1793,9 @@ outbox_smtp_client_send_async (OutboxSmtpClient    *self,
 
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, outbox_smtp_client_send_async);
+  /* The outcome is what happened on the wire: a cancel that came too late
+   * to stop the message must not hide that it was sent. */
+  g_task_set_check_cancellable (task, FALSE);
 
   if (!begin_operation (self, task))
     return;
@@ -1871,6 +1882,7 @@ outbox_smtp_client_check_async (OutboxSmtpClient    *self,
 
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, outbox_smtp_client_check_async);
+  g_task_set_check_cancellable (task, FALSE);
 
   if (!begin_operation (self, task))
     return;

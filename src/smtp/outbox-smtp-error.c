@@ -154,8 +154,9 @@ outbox_smtp_step_progress_label (OutboxSmtpStep step)
     case OUTBOX_SMTP_STEP_RCPT:
     case OUTBOX_SMTP_STEP_DATA:
     case OUTBOX_SMTP_STEP_BODY:
-    case OUTBOX_SMTP_STEP_DATA_END:
       return _("Sending…");
+    case OUTBOX_SMTP_STEP_DATA_END:
+      return _("Waiting for the server to confirm…");
     case OUTBOX_SMTP_STEP_QUIT:
     case OUTBOX_SMTP_STEP_DONE:
     default:
@@ -252,8 +253,34 @@ outbox_smtp_failure_get_title (const OutboxSmtpFailure *failure)
   if (has_code (failure, OUTBOX_SMTP_ERROR_RECIPIENTS))
     return g_strdup (_("The server refused every recipient"));
 
-  /* Translators: %s is a step such as "signing in" */
-  return g_strdup_printf (_("Sending failed while %s"), outbox_smtp_step_describe (failure->step));
+  switch (failure->step)
+    {
+    case OUTBOX_SMTP_STEP_CONNECT:
+      return g_strdup (_("Could not connect to the server"));
+    case OUTBOX_SMTP_STEP_GREETING:
+      return g_strdup (_("The server refused the connection"));
+    case OUTBOX_SMTP_STEP_HELLO:
+      return g_strdup (_("The server refused to start a session"));
+    case OUTBOX_SMTP_STEP_STARTTLS:
+      return g_strdup (_("The server did not encrypt the connection"));
+    case OUTBOX_SMTP_STEP_TLS:
+      return g_strdup (_("Could not secure the connection"));
+    case OUTBOX_SMTP_STEP_AUTH:
+      return g_strdup (_("Signing in failed"));
+    case OUTBOX_SMTP_STEP_MAIL:
+      return g_strdup (_("The server refused the sender's address"));
+    case OUTBOX_SMTP_STEP_RCPT:
+      return g_strdup (_("The server refused the recipients"));
+    case OUTBOX_SMTP_STEP_DATA:
+    case OUTBOX_SMTP_STEP_BODY:
+    case OUTBOX_SMTP_STEP_DATA_END:
+      return g_strdup (_("The server refused the message"));
+    case OUTBOX_SMTP_STEP_NONE:
+    case OUTBOX_SMTP_STEP_QUIT:
+    case OUTBOX_SMTP_STEP_DONE:
+    default:
+      return g_strdup (_("The message could not be sent"));
+    }
 }
 
 /* What the server said, literally, with control characters made visible;
