@@ -37,7 +37,8 @@ test_several (void)
   g_autoptr (GError) error = NULL;
   g_auto (GStrv) addresses = NULL;
 
-  list = outbox_address_list_parse ("alice@example.test, Bob <bob@example.test>,<carol@example.test>",
+  list = outbox_address_list_parse ("alice@example.test, Bob <bob@example.test>,"
+                                    "<carol@example.test>",
                                     &addresses, &error);
   g_assert_no_error (error);
   g_assert_nonnull (list);
@@ -71,7 +72,7 @@ test_quoted_comma (void)
   g_assert_cmpstr (mailbox_addr (list, 0), ==, "j@x.test");
   g_assert_cmpstr (mailbox_name (list, 1), ==, "Roe, \"Jane\"");
   g_assert_cmpstr (mailbox_addr (list, 1), ==, "jane@x.test");
-  g_assert_cmpstrv (addresses, ((const char *[]) { "j@x.test", "jane@x.test", NULL }));
+  g_assert_cmpstrv (addresses, ((const char *[]){ "j@x.test", "jane@x.test", NULL }));
 }
 
 static void
@@ -87,14 +88,14 @@ test_whitespace (void)
   g_assert_cmpint (internet_address_list_length (list), ==, 2);
   g_assert_cmpstr (mailbox_addr (list, 0), ==, "a@x.test");
   g_assert_cmpstr (mailbox_name (list, 1), ==, "Bee");
-  g_assert_cmpstrv (addresses, ((const char *[]) { "a@x.test", "b@x.test", NULL }));
+  g_assert_cmpstrv (addresses, ((const char *[]){ "a@x.test", "b@x.test", NULL }));
 }
 
 static void
 test_empty (void)
 {
   const char *const texts[] = { "", "   ", " \t ", ",", " , , " };
-  guint i;
+  guint             i;
 
   for (i = 0; i < G_N_ELEMENTS (texts); i++)
     {
@@ -132,7 +133,7 @@ test_international (void)
   g_assert_no_error (error);
   g_assert_cmpint (internet_address_list_length (list), ==, 1);
   g_assert_cmpstr (mailbox_name (list, 0), ==, "Jöran Ålund");
-  g_assert_cmpstrv (addresses, ((const char *[]) { "joran@bücher.test", NULL }));
+  g_assert_cmpstrv (addresses, ((const char *[]){ "joran@bücher.test", NULL }));
 }
 
 typedef struct
@@ -198,7 +199,8 @@ test_invalid_message (void)
 
   list = outbox_address_list_parse ("bob@", NULL, &error);
   g_assert_error (error, OUTBOX_MESSAGE_ERROR, OUTBOX_MESSAGE_ERROR_INVALID_ADDRESS);
-  g_assert_cmpstr (error->message, ==, "“bob@” is not a valid address: the part after @ is missing");
+  g_assert_cmpstr (error->message, ==,
+                   "“bob@” is not a valid address: the part after @ is missing");
 }
 
 static void

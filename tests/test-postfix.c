@@ -344,6 +344,9 @@ test_check_connection (void)
   g_assert_true (r.ok);
   transcript = outbox_smtp_client_get_transcript (client);
   g_assert_nonnull (strstr (transcript, "S: 235 2.7.0 Authentication successful"));
+  /* The strongest mechanism, with the server's proof checked. */
+  g_assert_nonnull (strstr (transcript, "C: AUTH SCRAM-SHA-256 " OUTBOX_SMTP_REDACTED));
+  g_assert_null (strstr (transcript, "did not prove"));
   g_assert_nonnull (strstr (transcript, "C: QUIT"));
   g_assert_null (strstr (transcript, outbox_test_postfix_get_password (postfix)));
   result_clear (&r);

@@ -23,10 +23,10 @@ static OutboxTestSession *session;
 
 typedef struct
 {
-  gboolean  done;
-  gboolean  ok;
-  char     *password;
-  GError   *error;
+  gboolean done;
+  gboolean ok;
+  char    *password;
+  GError  *error;
 } Result;
 
 static void
@@ -101,7 +101,7 @@ lookup (const char *host,
         const char *user)
 {
   Result result = { 0 };
-  char *password;
+  char  *password;
 
   outbox_secrets_lookup_async (host, port, user, NULL, lookup_cb, &result);
   wait_for (&result);
@@ -201,7 +201,7 @@ test_item (void)
   g_autoptr (GError) error = NULL;
   g_autolist (SecretItem) items = NULL;
   g_autofree char *label = NULL;
-  SecretItem *item;
+  SecretItem      *item;
 
   store (HOST, PORT, USER, PASSWORD);
 
@@ -251,7 +251,7 @@ find_in_files (const char *path,
 {
   g_autoptr (GDir) dir = NULL;
   const char *name;
-  GStatBuf st;
+  GStatBuf    st;
 
   if (g_lstat (path, &st) != 0)
     return;
@@ -259,10 +259,9 @@ find_in_files (const char *path,
   if (S_ISREG (st.st_mode))
     {
       g_autofree char *contents = NULL;
-      gsize len;
+      gsize            len;
 
-      if (g_file_get_contents (path, &contents, &len, NULL)
-          && contains (contents, len, needle))
+      if (g_file_get_contents (path, &contents, &len, NULL) && contains (contents, len, needle))
         g_ptr_array_add (found, g_strdup (path));
       return;
     }
@@ -296,7 +295,7 @@ test_not_in_files (void)
 
   find_in_files (outbox_test_session_get_dir (session), password, found);
   g_ptr_array_add (found, NULL);
-  g_assert_cmpstrv ((GStrv) found->pdata, ((const char *[]) { NULL }));
+  g_assert_cmpstrv ((GStrv) found->pdata, ((const char *[]){ NULL }));
 
   clear (HOST, PORT, USER);
 }
@@ -381,7 +380,7 @@ main (int   argc,
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *keyring = g_find_program_in_path ("gnome-keyring-daemon");
-  int ret;
+  int              ret;
 
   /* Before anything touches D-Bus. */
   if (keyring != NULL)

@@ -46,8 +46,8 @@ remove_tree (const char *path)
 }
 
 static void
-fixture_set_up (Fixture       *fixture,
-                gconstpointer  user_data)
+fixture_set_up (Fixture      *fixture,
+                gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
 
@@ -57,8 +57,8 @@ fixture_set_up (Fixture       *fixture,
 }
 
 static void
-fixture_tear_down (Fixture       *fixture,
-                   gconstpointer  user_data)
+fixture_tear_down (Fixture      *fixture,
+                   gconstpointer user_data)
 {
   g_assert_finalize_object (fixture->store);
   remove_tree (fixture->root);
@@ -77,9 +77,9 @@ make_envelope (void)
 }
 
 static char *
-add_message (Fixture       *fixture,
-             OutboxFolder   folder,
-             const char    *account_id)
+add_message (Fixture     *fixture,
+             OutboxFolder folder,
+             const char  *account_id)
 {
   g_autoptr (GBytes) bytes = g_bytes_new_static (message_text, strlen (message_text));
   g_autoptr (OutboxEnvelope) envelope = make_envelope ();
@@ -99,7 +99,7 @@ assert_file_contents (GFile      *file,
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *contents = NULL;
-  gsize len;
+  gsize            len;
 
   g_assert_nonnull (file);
   g_file_load_contents (file, NULL, &contents, &len, NULL, &error);
@@ -108,22 +108,22 @@ assert_file_contents (GFile      *file,
 }
 
 static void
-assert_listed (Fixture      *fixture,
-               OutboxFolder  folder,
-               const char   *id,
-               gboolean      listed)
+assert_listed (Fixture     *fixture,
+               OutboxFolder folder,
+               const char  *id,
+               gboolean     listed)
 {
   g_autoptr (GError) error = NULL;
   g_auto (GStrv) ids = outbox_store_list (fixture->store, folder, &error);
 
   g_assert_no_error (error);
   g_assert_nonnull (ids);
-  g_assert_cmpint (g_strv_contains ((const char * const *) ids, id), ==, listed);
+  g_assert_cmpint (g_strv_contains ((const char *const *) ids, id), ==, listed);
 }
 
 static void
-test_add (Fixture       *fixture,
-          gconstpointer  user_data)
+test_add (Fixture      *fixture,
+          gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (OutboxEnvelope) expected = make_envelope ();
@@ -142,7 +142,7 @@ test_add (Fixture       *fixture,
 
   ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
   g_assert_no_error (error);
-  g_assert_cmpstrv (ids, ((const char *[]) { id, NULL }));
+  g_assert_cmpstrv (ids, ((const char *[]){ id, NULL }));
 
   /* In new/, byte for byte. */
   file = outbox_store_get_message_file (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
@@ -185,8 +185,8 @@ test_add (Fixture       *fixture,
 }
 
 static void
-test_unique_ids (Fixture       *fixture,
-                 gconstpointer  user_data)
+test_unique_ids (Fixture      *fixture,
+                 gconstpointer user_data)
 {
   g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_autoptr (GError) error = NULL;
@@ -204,17 +204,17 @@ test_unique_ids (Fixture       *fixture,
 }
 
 static void
-test_move_to_sent (Fixture       *fixture,
-                   gconstpointer  user_data)
+test_move_to_sent (Fixture      *fixture,
+                   gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (OutboxEnvelope) envelope = NULL;
   g_autoptr (GFile) file = NULL;
   g_autoptr (GFile) old_file = NULL;
-  g_autofree char *id = NULL;
-  g_autofree char *basename = NULL;
-  g_autofree char *envelope_path = NULL;
-  g_autofree char *folder = NULL;
+  g_autofree char   *id = NULL;
+  g_autofree char   *basename = NULL;
+  g_autofree char   *envelope_path = NULL;
+  g_autofree char   *folder = NULL;
   OutboxMessageState state;
 
   id = add_message (fixture, OUTBOX_FOLDER_OUTBOX, NULL);
@@ -275,12 +275,12 @@ test_move_to_sent (Fixture       *fixture,
 }
 
 static void
-test_state (Fixture       *fixture,
-            gconstpointer  user_data)
+test_state (Fixture      *fixture,
+            gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
-  g_autofree char *id = NULL;
-  g_autofree char *detail = NULL;
+  g_autofree char   *id = NULL;
+  g_autofree char   *detail = NULL;
   OutboxMessageState state;
 
   id = add_message (fixture, OUTBOX_FOLDER_OUTBOX, NULL);
@@ -354,8 +354,9 @@ wait_for_task (gpointer *task)
 
 typedef struct
 {
-  char     *id;
-  gpointer  task;
+  char    *id;
+  gpointer task;
+  gboolean done;
 } AddResult;
 
 static void
@@ -369,13 +370,14 @@ add_cb (GObject      *object,
   add->id = outbox_store_add_finish (OUTBOX_STORE (object), result, &error);
   g_assert_no_error (error);
   g_assert_nonnull (add->id);
+  add->done = TRUE;
   add->task = result;
   g_object_add_weak_pointer (G_OBJECT (result), &add->task);
 }
 
 static void
-test_add_async (Fixture       *fixture,
-                gconstpointer  user_data)
+test_add_async (Fixture      *fixture,
+                gconstpointer user_data)
 {
   g_autoptr (GBytes) bytes = g_bytes_new_static (message_text, strlen (message_text));
   g_autoptr (OutboxEnvelope) envelope = make_envelope ();
@@ -384,14 +386,14 @@ test_add_async (Fixture       *fixture,
   g_autoptr (GFile) file = NULL;
   g_autofree char *id = NULL;
   g_autofree char *account_id = NULL;
-  AddResult add = { NULL, NULL };
+  AddResult        add = { NULL, NULL, FALSE };
 
   outbox_store_add_async (fixture->store, OUTBOX_FOLDER_DRAFTS, bytes, envelope, "acc", NULL,
                           add_cb, &add);
   /* The caller's envelope may go at once: the store has its own copy. */
   g_clear_pointer (&envelope, outbox_envelope_free);
 
-  while (add.id == NULL)
+  while (!add.done)
     g_main_context_iteration (NULL, TRUE);
   wait_for_task (&add.task);
   id = g_steal_pointer (&add.id);
@@ -412,35 +414,36 @@ add_cancelled_cb (GObject      *object,
                   GAsyncResult *result,
                   gpointer      user_data)
 {
-  gpointer *task = user_data;
+  AddResult *add = user_data;
   g_autoptr (GError) error = NULL;
   g_autofree char *id = NULL;
 
   id = outbox_store_add_finish (OUTBOX_STORE (object), result, &error);
   g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
   g_assert_null (id);
-  *task = result;
-  g_object_add_weak_pointer (G_OBJECT (result), task);
+  add->done = TRUE;
+  add->task = result;
+  g_object_add_weak_pointer (G_OBJECT (result), &add->task);
 }
 
 static void
-test_add_async_cancelled (Fixture       *fixture,
-                          gconstpointer  user_data)
+test_add_async_cancelled (Fixture      *fixture,
+                          gconstpointer user_data)
 {
   g_autoptr (GBytes) bytes = g_bytes_new_static (message_text, strlen (message_text));
   g_autoptr (OutboxEnvelope) envelope = make_envelope ();
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (GError) error = NULL;
   g_auto (GStrv) ids = NULL;
-  gpointer task = NULL;
+  AddResult add = { NULL, NULL, FALSE };
 
   /* Cancelled before it started: nothing is written. */
   g_cancellable_cancel (cancellable);
   outbox_store_add_async (fixture->store, OUTBOX_FOLDER_OUTBOX, bytes, envelope, NULL,
-                          cancellable, add_cancelled_cb, &task);
-  while (task == NULL)
+                          cancellable, add_cancelled_cb, &add);
+  while (!add.done)
     g_main_context_iteration (NULL, TRUE);
-  wait_for_task (&task);
+  wait_for_task (&add.task);
 
   ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
   g_assert_no_error (error);
@@ -456,8 +459,8 @@ set_old (const char *path)
 }
 
 static void
-test_orphan_envelope (Fixture       *fixture,
-                      gconstpointer  user_data)
+test_orphan_envelope (Fixture      *fixture,
+                      gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *id = NULL;
@@ -492,7 +495,7 @@ test_orphan_envelope (Fixture       *fixture,
 
   ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
   g_assert_no_error (error);
-  g_assert_cmpstrv (ids, ((const char *[]) { id, NULL }));
+  g_assert_cmpstrv (ids, ((const char *[]){ id, NULL }));
 
   /* Old leftovers are cleaned up; a recent one may be an add in progress
    * in another process, so it stays for now. */
@@ -507,8 +510,8 @@ test_orphan_envelope (Fixture       *fixture,
 }
 
 static void
-test_remove (Fixture       *fixture,
-             gconstpointer  user_data)
+test_remove (Fixture      *fixture,
+             gconstpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *id = NULL;
@@ -528,11 +531,11 @@ test_remove (Fixture       *fixture,
 }
 
 static void
-test_bad_ids (Fixture       *fixture,
-              gconstpointer  user_data)
+test_bad_ids (Fixture      *fixture,
+              gconstpointer user_data)
 {
   const char *const bad[] = { "../outbox", "a/b", ".hidden", "", "x:2,S" };
-  guint i;
+  guint             i;
 
   for (i = 0; i < G_N_ELEMENTS (bad); i++)
     {
@@ -563,18 +566,18 @@ assert_mode_0700 (const char *path)
 }
 
 static void
-test_permissions (Fixture       *fixture,
-                  gconstpointer  user_data)
+test_permissions (Fixture      *fixture,
+                  gconstpointer user_data)
 {
   g_autofree char *root = g_build_filename (fixture->root, "data", "outbox", NULL);
   g_autoptr (OutboxStore) store = outbox_store_new (root);
   g_autoptr (GBytes) bytes = g_bytes_new_static (message_text, strlen (message_text));
   g_autoptr (OutboxEnvelope) envelope = make_envelope ();
   g_autoptr (GError) error = NULL;
-  g_autofree char *id = NULL;
-  const char *const subdirs[] = { "", "tmp", "new", "cur", "envelope" };
+  g_autofree char   *id = NULL;
+  const char *const  subdirs[] = { "", "tmp", "new", "cur", "envelope" };
   const OutboxFolder folders[] = { OUTBOX_FOLDER_OUTBOX, OUTBOX_FOLDER_SENT };
-  guint i, j;
+  guint              i, j;
 
   g_assert_cmpstr (outbox_store_get_root (store), ==, root);
 
@@ -605,7 +608,7 @@ test_permissions (Fixture       *fixture,
     g_autofree char *path = g_file_get_path (file);
     g_autofree char *folder = outbox_store_get_folder_path (store, OUTBOX_FOLDER_SENT);
     g_autofree char *envelope_path = g_build_filename (folder, "envelope", id, NULL);
-    GStatBuf st;
+    GStatBuf         st;
 
     g_assert_cmpint (g_stat (path, &st), ==, 0);
     g_assert_cmpint (st.st_mode & 0777, ==, 0600);

@@ -63,7 +63,7 @@ static gboolean
 is_listed (GStrv       accounts,
            const char *id)
 {
-  return id != NULL && *id != '\0' && g_strv_contains ((const char * const *) accounts, id);
+  return id != NULL && *id != '\0' && g_strv_contains ((const char *const *) accounts, id);
 }
 
 /* GObject */
@@ -71,7 +71,7 @@ is_listed (GStrv       accounts,
 static void
 outbox_account_constructed (GObject *object)
 {
-  OutboxAccount *self = OUTBOX_ACCOUNT (object);
+  OutboxAccount   *self = OUTBOX_ACCOUNT (object);
   g_autofree char *path = NULL;
 
   G_OBJECT_CLASS (outbox_account_parent_class)->constructed (object);
@@ -141,8 +141,9 @@ outbox_account_class_init (OutboxAccountClass *klass)
   object_class->set_property = outbox_account_set_property;
 
   properties[PROP_ID] = g_param_spec_string ("id", NULL, NULL, NULL,
-                                             G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY
-                                               | G_PARAM_STATIC_STRINGS);
+                                             G_PARAM_READWRITE |
+                                               G_PARAM_CONSTRUCT_ONLY |
+                                               G_PARAM_STATIC_STRINGS);
 
   g_object_class_install_properties (object_class, N_PROPS, properties);
 }
@@ -168,7 +169,7 @@ outbox_account_get_default (void)
   g_autoptr (GSettings) settings = get_main_settings ();
   g_auto (GStrv) accounts = g_settings_get_strv (settings, "accounts");
   g_autofree char *id = g_settings_get_string (settings, "default-account");
-  guint i;
+  guint            i;
 
   if (is_listed (accounts, id) && id_is_valid (id))
     return outbox_account_new (id);
@@ -189,7 +190,7 @@ outbox_account_lookup (const char *name)
   g_autoptr (GPtrArray) listed = NULL;
   g_auto (GStrv) accounts = NULL;
   g_autofree char *folded = NULL;
-  guint i;
+  guint            i;
 
   g_return_val_if_fail (name != NULL, NULL);
 
@@ -216,7 +217,7 @@ outbox_account_lookup (const char *name)
 
   for (i = 0; i < listed->len; i++)
     {
-      OutboxAccount *account = g_ptr_array_index (listed, i);
+      OutboxAccount   *account = g_ptr_array_index (listed, i);
       g_autofree char *address = outbox_account_dup_address (account);
       g_autofree char *address_folded = g_utf8_casefold (address, -1);
 
@@ -226,7 +227,7 @@ outbox_account_lookup (const char *name)
 
   for (i = 0; i < listed->len; i++)
     {
-      OutboxAccount *account = g_ptr_array_index (listed, i);
+      OutboxAccount   *account = g_ptr_array_index (listed, i);
       g_autofree char *display_name = outbox_account_dup_display_name (account);
       g_autofree char *name_folded = g_utf8_casefold (display_name, -1);
 
@@ -255,7 +256,7 @@ outbox_account_create (void)
       g_free (id);
       id = g_strdup_printf ("account-%.8s%.4s", uuid, uuid + 9);
     }
-  while (g_strv_contains ((const char * const *) accounts, id));
+  while (g_strv_contains ((const char *const *) accounts, id));
 
   account = outbox_account_new (id);
 
@@ -265,7 +266,7 @@ outbox_account_create (void)
   new_accounts = g_strv_builder_end (builder);
 
   g_settings_delay (settings);
-  g_settings_set_strv (settings, "accounts", (const char * const *) new_accounts);
+  g_settings_set_strv (settings, "accounts", (const char *const *) new_accounts);
 
   default_id = g_settings_get_string (settings, "default-account");
   if (!is_listed (accounts, default_id))
@@ -285,7 +286,7 @@ outbox_account_remove (OutboxAccount *self)
   g_auto (GStrv) remaining = NULL;
   g_auto (GStrv) keys = NULL;
   g_autofree char *default_id = NULL;
-  guint i;
+  guint            i;
 
   g_return_if_fail (OUTBOX_IS_ACCOUNT (self));
 
@@ -301,7 +302,7 @@ outbox_account_remove (OutboxAccount *self)
   remaining = g_strv_builder_end (builder);
 
   g_settings_delay (settings);
-  g_settings_set_strv (settings, "accounts", (const char * const *) remaining);
+  g_settings_set_strv (settings, "accounts", (const char *const *) remaining);
   default_id = g_settings_get_string (settings, "default-account");
   if (g_strcmp0 (default_id, self->id) == 0)
     g_settings_set_string (settings, "default-account",
@@ -469,10 +470,10 @@ outbox_account_create_client (OutboxAccount *self,
                               GError       **error)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
-  g_autofree char *host = NULL;
-  g_autofree char *ca_file = NULL;
+  g_autofree char   *host = NULL;
+  g_autofree char   *ca_file = NULL;
   OutboxSmtpSecurity security;
-  guint16 port;
+  guint16            port;
 
   g_return_val_if_fail (OUTBOX_IS_ACCOUNT (self), NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
@@ -491,11 +492,13 @@ outbox_account_create_client (OutboxAccount *self,
 
   if (password != NULL && security == OUTBOX_SMTP_SECURITY_NONE && !outbox_host_is_loopback (host))
     {
+      /* clang-format off */
       g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INSECURE,
                    _("Outbox will not send your password to %s without encryption: anyone on "
                      "the network could read it. Choose STARTTLS or TLS as the connection "
                      "security in the account settings."),
                    host);
+      /* clang-format on */
       return NULL;
     }
 
@@ -526,7 +529,7 @@ outbox_host_is_loopback (const char *host)
 {
   g_autoptr (GInetAddress) address = NULL;
   g_autofree char *name = NULL;
-  gsize len;
+  gsize            len;
 
   if (host == NULL || *host == '\0')
     return FALSE;
@@ -556,7 +559,7 @@ outbox_host_is_loopback (const char *host)
   /* ::ffff:127.x.y.z */
   if (g_inet_address_get_family (address) == G_SOCKET_FAMILY_IPV6)
     {
-      const guint8 *bytes = g_inet_address_to_bytes (address);
+      const guint8       *bytes = g_inet_address_to_bytes (address);
       static const guint8 v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
       return memcmp (bytes, v4_mapped, sizeof v4_mapped) == 0 && bytes[12] == 127;

@@ -18,7 +18,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeDataWrapper, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddress, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
+/* clang-format off */
 G_DEFINE_QUARK (outbox-message-error-quark, outbox_message_error)
+/* clang-format on */
 
 void
 outbox_message_init (void)
@@ -78,13 +80,13 @@ outbox_draft_is_empty (const OutboxDraft *draft)
 {
   g_return_val_if_fail (draft != NULL, TRUE);
 
-  return is_blank (draft->to) && is_blank (draft->cc) && is_blank (draft->bcc)
-         && is_blank (draft->subject) && is_blank (draft->body);
+  return is_blank (draft->to) && is_blank (draft->cc) && is_blank (draft->bcc) &&
+         is_blank (draft->subject) && is_blank (draft->body);
 }
 
 OutboxEnvelope *
-outbox_envelope_new (const char         *from,
-                     const char * const *recipients)
+outbox_envelope_new (const char        *from,
+                     const char *const *recipients)
 {
   OutboxEnvelope *envelope;
 
@@ -134,11 +136,11 @@ get_parser_options (void)
 static GPtrArray *
 split_entries (const char *text)
 {
-  GPtrArray *entries = g_ptr_array_new_with_free_func (g_free);
+  GPtrArray  *entries = g_ptr_array_new_with_free_func (g_free);
   const char *start = text;
   const char *p;
-  gboolean quoted = FALSE;
-  int comment = 0;
+  gboolean    quoted = FALSE;
+  int         comment = 0;
 
   for (p = text;; p++)
     {
@@ -216,11 +218,11 @@ static char *
 address_problem (const char *addr)
 {
   g_autoptr (GError) error = NULL;
-  gboolean quoted = FALSE;
-  gboolean semicolon = FALSE;
-  gboolean colon = FALSE;
-  gboolean literal = FALSE;
-  guint n_at = 0;
+  gboolean    quoted = FALSE;
+  gboolean    semicolon = FALSE;
+  gboolean    colon = FALSE;
+  gboolean    literal = FALSE;
+  guint       n_at = 0;
   const char *p;
 
   if (*addr == '\0')
@@ -260,16 +262,16 @@ address_problem (const char *addr)
 /* Finds the address part of one entry as the user typed it: "addr",
  * "Name <addr>" or "<addr>". Returns the reason it cannot, or NULL. */
 static char *
-entry_find_address (const char  *entry,
-                    char       **addr)
+entry_find_address (const char *entry,
+                    char      **addr)
 {
   const char *open = NULL;
   const char *close = NULL;
-  gboolean quoted = FALSE;
-  int comment = 0;
-  guint n_open = 0;
-  guint n_close = 0;
-  gboolean line_break;
+  gboolean    quoted = FALSE;
+  int         comment = 0;
+  guint       n_open = 0;
+  guint       n_close = 0;
+  gboolean    line_break;
   const char *p;
 
   *addr = NULL;
@@ -343,8 +345,8 @@ entry_find_address (const char  *entry,
 
 /* Parses one entry. Returns the mailbox, or NULL with the reason. */
 static InternetAddress *
-parse_entry (const char  *entry,
-             char       **reason)
+parse_entry (const char *entry,
+             char      **reason)
 {
   g_autoptr (InternetAddressList) list = NULL;
   g_autofree char *addr = NULL;
@@ -383,9 +385,9 @@ parse_entry (const char  *entry,
 }
 
 InternetAddressList *
-outbox_address_list_parse (const char  *text,
-                           GStrv       *addresses,
-                           GError     **error)
+outbox_address_list_parse (const char *text,
+                           GStrv      *addresses,
+                           GError    **error)
 {
   g_autoptr (InternetAddressList) list = NULL;
   g_autoptr (GPtrArray) entries = NULL;
@@ -417,7 +419,8 @@ outbox_address_list_parse (const char  *text,
         }
 
       internet_address_list_add (list, ia);
-      g_strv_builder_add (builder, internet_address_mailbox_get_addr (INTERNET_ADDRESS_MAILBOX (ia)));
+      g_strv_builder_add (builder,
+                          internet_address_mailbox_get_addr (INTERNET_ADDRESS_MAILBOX (ia)));
     }
 
   if (addresses != NULL)
@@ -434,8 +437,8 @@ static char *
 sanitize_header_text (const char *text)
 {
   g_autofree char *valid = NULL;
-  GString *out;
-  const char *p;
+  GString         *out;
+  const char      *p;
 
   if (text == NULL)
     return g_strdup ("");
@@ -445,11 +448,11 @@ sanitize_header_text (const char *text)
 
   for (p = valid; *p != '\0'; p = g_utf8_next_char (p))
     {
-      gunichar c = g_utf8_get_char (p);
+      gunichar     c = g_utf8_get_char (p);
       GUnicodeType type = g_unichar_type (c);
 
-      if (g_unichar_iscntrl (c) || type == G_UNICODE_LINE_SEPARATOR
-          || type == G_UNICODE_PARAGRAPH_SEPARATOR)
+      if (g_unichar_iscntrl (c) || type == G_UNICODE_LINE_SEPARATOR ||
+          type == G_UNICODE_PARAGRAPH_SEPARATOR)
         {
           /* One space for a CR LF, or a run of them. */
           if (out->len == 0 || out->str[out->len - 1] != ' ')
@@ -468,8 +471,8 @@ static char *
 normalize_body (const char *body)
 {
   g_autofree char *valid = NULL;
-  GString *out;
-  const char *p;
+  GString         *out;
+  const char      *p;
 
   valid = g_utf8_make_valid (body != NULL ? body : "", -1);
   out = g_string_sized_new (strlen (valid));
@@ -492,12 +495,12 @@ normalize_body (const char *body)
 }
 
 static gboolean
-parse_field (const char  *field_name,
-             const char  *text,
-             GMimeMessage *message,
+parse_field (const char      *field_name,
+             const char      *text,
+             GMimeMessage    *message,
              GMimeAddressType type,
-             GPtrArray   *recipients,
-             GError     **error)
+             GPtrArray       *recipients,
+             GError         **error)
 {
   g_autoptr (InternetAddressList) list = NULL;
   g_auto (GStrv) addresses = NULL;
@@ -509,8 +512,8 @@ parse_field (const char  *field_name,
     {
       /* TRANSLATORS: the first %s is a header name (To, Cc, Bcc), the
        * second the reason the field is not valid. */
-      g_set_error (error, OUTBOX_MESSAGE_ERROR, local_error->code, _("%s: %s"), field_name,
-                   local_error->message);
+      g_set_error (error, OUTBOX_MESSAGE_ERROR, local_error->code,
+                   _("%s: %s"), field_name, local_error->message);
       return FALSE;
     }
 
@@ -526,7 +529,7 @@ parse_field (const char  *field_name,
 static char *
 message_id_domain (const char *address)
 {
-  const char *at = strrchr (address, '@');
+  const char      *at = strrchr (address, '@');
   g_autofree char *ascii = NULL;
 
   if (at != NULL && at[1] != '\0')
@@ -551,7 +554,7 @@ dedup_recipients (GPtrArray *recipients)
   for (i = 0; i < recipients->len; i++)
     {
       const char *addr = g_ptr_array_index (recipients, i);
-      char *key = g_utf8_casefold (addr, -1);
+      char       *key = g_utf8_casefold (addr, -1);
 
       if (g_hash_table_add (seen, key))
         g_strv_builder_add (builder, addr);
@@ -561,9 +564,9 @@ dedup_recipients (GPtrArray *recipients)
 }
 
 GMimeMessage *
-outbox_message_build (const OutboxDraft  *draft,
-                      OutboxEnvelope    **envelope,
-                      GError            **error)
+outbox_message_build (const OutboxDraft *draft,
+                      OutboxEnvelope   **envelope,
+                      GError           **error)
 {
   g_autoptr (GMimeMessage) message = NULL;
   g_autoptr (GPtrArray) recipients = NULL;
@@ -617,9 +620,12 @@ outbox_message_build (const OutboxDraft  *draft,
   message = g_mime_message_new (TRUE);
   recipients = g_ptr_array_new_with_free_func (g_free);
 
-  if (!parse_field (_("To"), draft->to, message, GMIME_ADDRESS_TYPE_TO, recipients, error)
-      || !parse_field (_("Cc"), draft->cc, message, GMIME_ADDRESS_TYPE_CC, recipients, error)
-      || !parse_field (_("Bcc"), draft->bcc, NULL, GMIME_ADDRESS_TYPE_BCC, recipients, error))
+  if (!parse_field (_("To"), draft->to, message, GMIME_ADDRESS_TYPE_TO, recipients, error))
+    return NULL;
+  if (!parse_field (_("Cc"), draft->cc, message, GMIME_ADDRESS_TYPE_CC, recipients, error))
+    return NULL;
+  /* Bcc goes into the envelope only, never into the message. */
+  if (!parse_field (_("Bcc"), draft->bcc, NULL, GMIME_ADDRESS_TYPE_BCC, recipients, error))
     return NULL;
 
   if (recipients->len == 0)
@@ -667,7 +673,7 @@ outbox_message_build (const OutboxDraft  *draft,
   if (envelope != NULL)
     {
       rcpt = dedup_recipients (recipients);
-      *envelope = outbox_envelope_new (from_address, (const char * const *) rcpt);
+      *envelope = outbox_envelope_new (from_address, (const char *const *) rcpt);
     }
 
   return g_steal_pointer (&message);
@@ -678,7 +684,7 @@ outbox_message_to_bytes (GMimeMessage *message)
 {
   g_autoptr (GMimeStream) stream = NULL;
   GMimeFormatOptions *options;
-  GByteArray *array;
+  GByteArray         *array;
 
   g_return_val_if_fail (GMIME_IS_MESSAGE (message), NULL);
 

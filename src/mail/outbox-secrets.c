@@ -8,7 +8,9 @@
 
 #include "outbox-secrets.h"
 
+/* clang-format off */
 G_DEFINE_QUARK (outbox-secrets-error-quark, outbox_secrets_error)
+/* clang-format on */
 
 /* Only the secret_password_*() calls: in a Flatpak they are served by the
  * Secret portal's file backend. */
@@ -34,7 +36,7 @@ typedef enum
 typedef struct
 {
   Operation     operation;
-  GCancellable *cancellable;    /* ours: cancelled by the caller's or the timer */
+  GCancellable *cancellable; /* ours: cancelled by the caller's or the timer */
   GCancellable *caller_cancellable;
   gulong        cancelled_id;
   GSource      *timeout;
@@ -95,13 +97,13 @@ make_attributes (const char *host,
  * timeout. Returns NULL, having reported the error, if the arguments are not
  * usable. */
 static GTask *
-start_task (Operation            operation,
-            gpointer             source_tag,
-            const char          *host,
-            const char          *user,
-            GCancellable        *cancellable,
-            GAsyncReadyCallback  callback,
-            gpointer             user_data)
+start_task (Operation           operation,
+            gpointer            source_tag,
+            const char         *host,
+            const char         *user,
+            GCancellable       *cancellable,
+            GAsyncReadyCallback callback,
+            gpointer            user_data)
 {
   g_autoptr (GTask) task = NULL;
   SecretsData *data;
@@ -142,7 +144,8 @@ finish_call (GTask  *task,
              GError *error)
 {
   SecretsData *data = g_task_get_task_data (task);
-  GError *mapped;
+  GError      *mapped;
+  int          seconds;
 
   if (data->timeout != NULL)
     {
@@ -158,26 +161,30 @@ finish_call (GTask  *task,
       if (!data->timed_out)
         return error;
 
+      seconds = OUTBOX_SECRETS_TIMEOUT_MS / 1000;
       mapped = g_error_new (OUTBOX_SECRETS_ERROR, OUTBOX_SECRETS_ERROR_TIMEOUT,
-                            _("The desktop keyring did not answer within %d seconds."),
-                            OUTBOX_SECRETS_TIMEOUT_MS / 1000);
+                            _("The desktop keyring did not answer within %d seconds."), seconds);
     }
   else
     {
       switch (data->operation)
         {
         case OPERATION_STORE:
+          /* clang-format off */
           mapped = g_error_new (OUTBOX_SECRETS_ERROR, OUTBOX_SECRETS_ERROR_UNAVAILABLE,
                                 _("The password could not be saved: the desktop keyring is not "
                                   "available: %s"),
                                 error->message);
+          /* clang-format on */
           break;
 
         case OPERATION_CLEAR:
+          /* clang-format off */
           mapped = g_error_new (OUTBOX_SECRETS_ERROR, OUTBOX_SECRETS_ERROR_UNAVAILABLE,
                                 _("The password could not be removed: the desktop keyring is "
                                   "not available: %s"),
                                 error->message);
+          /* clang-format on */
           break;
 
         case OPERATION_LOOKUP:
@@ -214,18 +221,18 @@ store_cb (GObject      *object,
 }
 
 void
-outbox_secrets_store_async (const char          *host,
-                            guint16              port,
-                            const char          *user,
-                            const char          *password,
-                            GCancellable        *cancellable,
-                            GAsyncReadyCallback  callback,
-                            gpointer             user_data)
+outbox_secrets_store_async (const char         *host,
+                            guint16             port,
+                            const char         *user,
+                            const char         *password,
+                            GCancellable       *cancellable,
+                            GAsyncReadyCallback callback,
+                            gpointer            user_data)
 {
   g_autoptr (GHashTable) attributes = NULL;
   g_autofree char *label = NULL;
-  GTask *task;
-  SecretsData *data;
+  GTask           *task;
+  SecretsData     *data;
 
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
@@ -252,8 +259,8 @@ outbox_secrets_store_async (const char          *host,
 }
 
 gboolean
-outbox_secrets_store_finish (GAsyncResult  *result,
-                             GError       **error)
+outbox_secrets_store_finish (GAsyncResult *result,
+                             GError      **error)
 {
   g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == outbox_secrets_store_async,
@@ -271,7 +278,7 @@ lookup_cb (GObject      *object,
 {
   g_autoptr (GTask) task = user_data;
   GError *error = NULL;
-  char *password;
+  char   *password;
 
   password = secret_password_lookup_finish (result, &error);
   error = finish_call (task, error);
@@ -288,15 +295,15 @@ lookup_cb (GObject      *object,
 }
 
 void
-outbox_secrets_lookup_async (const char          *host,
-                             guint16              port,
-                             const char          *user,
-                             GCancellable        *cancellable,
-                             GAsyncReadyCallback  callback,
-                             gpointer             user_data)
+outbox_secrets_lookup_async (const char         *host,
+                             guint16             port,
+                             const char         *user,
+                             GCancellable       *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer            user_data)
 {
   g_autoptr (GHashTable) attributes = NULL;
-  GTask *task;
+  GTask       *task;
   SecretsData *data;
 
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
@@ -313,8 +320,8 @@ outbox_secrets_lookup_async (const char          *host,
 }
 
 char *
-outbox_secrets_lookup_finish (GAsyncResult  *result,
-                              GError       **error)
+outbox_secrets_lookup_finish (GAsyncResult *result,
+                              GError      **error)
 {
   g_return_val_if_fail (g_task_is_valid (result, NULL), NULL);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == outbox_secrets_lookup_async,
@@ -344,15 +351,15 @@ clear_cb (GObject      *object,
 }
 
 void
-outbox_secrets_clear_async (const char          *host,
-                            guint16              port,
-                            const char          *user,
-                            GCancellable        *cancellable,
-                            GAsyncReadyCallback  callback,
-                            gpointer             user_data)
+outbox_secrets_clear_async (const char         *host,
+                            guint16             port,
+                            const char         *user,
+                            GCancellable       *cancellable,
+                            GAsyncReadyCallback callback,
+                            gpointer            user_data)
 {
   g_autoptr (GHashTable) attributes = NULL;
-  GTask *task;
+  GTask       *task;
   SecretsData *data;
 
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
@@ -369,8 +376,8 @@ outbox_secrets_clear_async (const char          *host,
 }
 
 gboolean
-outbox_secrets_clear_finish (GAsyncResult  *result,
-                             GError       **error)
+outbox_secrets_clear_finish (GAsyncResult *result,
+                             GError      **error)
 {
   g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
   g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == outbox_secrets_clear_async,

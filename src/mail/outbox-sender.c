@@ -20,8 +20,8 @@ typedef struct
   goffset            size;
   GPtrArray         *rejected;
   OutboxSmtpReply   *final_reply;
-  GError            *send_error;   /* the engine's error, returned as is */
-  OutboxMessageState state;        /* what to record */
+  GError            *send_error; /* the engine's error, returned as is */
+  OutboxMessageState state;      /* what to record */
 } SendData;
 
 static void
@@ -244,7 +244,7 @@ query_info_cb (GObject      *object,
 
   cancellable = g_task_get_cancellable (task);
   outbox_smtp_client_send_async (data->client, data->envelope->from,
-                                 (const char * const *) data->envelope->recipients,
+                                 (const char *const *) data->envelope->recipients,
                                  G_INPUT_STREAM (data->stream), data->size, cancellable, send_cb,
                                  g_steal_pointer (&task));
 }
@@ -255,9 +255,9 @@ read_cb (GObject      *object,
          gpointer      user_data)
 {
   g_autoptr (GTask) task = user_data;
-  SendData *data = g_task_get_task_data (task);
+  SendData     *data = g_task_get_task_data (task);
   GCancellable *cancellable;
-  GError *error = NULL;
+  GError       *error = NULL;
 
   data->stream = g_file_read_finish (G_FILE (object), result, &error);
   if (data->stream == NULL)
@@ -278,10 +278,10 @@ load_thread (GTask        *task,
              gpointer      task_data,
              GCancellable *cancellable)
 {
-  SendData *data = task_data;
-  GError *error = NULL;
+  SendData       *data = task_data;
+  GError         *error = NULL;
   OutboxEnvelope *envelope;
-  GFile *file;
+  GFile          *file;
 
   envelope = outbox_store_load_envelope (data->store, OUTBOX_FOLDER_OUTBOX, data->id, NULL,
                                          &error);
@@ -312,7 +312,7 @@ load_cb (GObject      *object,
   g_autoptr (GTask) task = user_data;
   g_autoptr (GFile) file = NULL;
   GCancellable *cancellable;
-  GError *error = NULL;
+  GError       *error = NULL;
 
   file = g_task_propagate_pointer (G_TASK (result), &error);
   if (file == NULL)
@@ -326,12 +326,12 @@ load_cb (GObject      *object,
 }
 
 void
-outbox_sender_send_async (OutboxStore         *store,
-                          const char          *id,
-                          OutboxSmtpClient    *client,
-                          GCancellable        *cancellable,
-                          GAsyncReadyCallback  callback,
-                          gpointer             user_data)
+outbox_sender_send_async (OutboxStore        *store,
+                          const char         *id,
+                          OutboxSmtpClient   *client,
+                          GCancellable       *cancellable,
+                          GAsyncReadyCallback callback,
+                          gpointer            user_data)
 {
   g_autoptr (GTask) task = NULL;
   g_autoptr (GTask) load = NULL;
@@ -361,9 +361,9 @@ outbox_sender_send_async (OutboxStore         *store,
 }
 
 gboolean
-outbox_sender_send_finish (GAsyncResult  *result,
-                           GPtrArray    **rejected,
-                           GError       **error)
+outbox_sender_send_finish (GAsyncResult *result,
+                           GPtrArray   **rejected,
+                           GError      **error)
 {
   g_autoptr (GPtrArray) list = NULL;
   GError *local_error = NULL;

@@ -64,11 +64,11 @@ folder_is_valid (OutboxFolder folder)
 
 /* An id is one Maildir unique name: no slash, no info suffix, no dot file. */
 static gboolean
-check_id (const char  *id,
-          GError     **error)
+check_id (const char *id,
+          GError    **error)
 {
-  if (id[0] != '\0' && id[0] != '.' && strchr (id, '/') == NULL && strchr (id, ':') == NULL
-      && strlen (id) < 200)
+  if (id[0] != '\0' && id[0] != '.' && strchr (id, '/') == NULL &&
+      strchr (id, ':') == NULL && strlen (id) < 200)
     return TRUE;
 
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
@@ -89,51 +89,51 @@ typedef enum
 } Action;
 
 static gboolean
-set_errno_error (GError     **error,
-                 int          saved_errno,
-                 Action       action,
-                 const char  *path)
+set_errno_error (GError    **error,
+                 int         saved_errno,
+                 Action      action,
+                 const char *path)
 {
   g_autofree char *display = g_filename_display_name (path);
-  const char *reason = g_strerror (saved_errno);
-  int code = g_io_error_from_errno (saved_errno);
+  const char      *reason = g_strerror (saved_errno);
+  int              code = g_io_error_from_errno (saved_errno);
 
   /* TRANSLATORS: in these messages, the first %s is a file or folder, the
    * second the system's reason. */
   switch (action)
     {
     case ACTION_CREATE_FOLDER:
-      g_set_error (error, G_IO_ERROR, code, _("Could not create the folder “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not create the folder “%s”: %s"), display, reason);
       break;
     case ACTION_OPEN_FOLDER:
-      g_set_error (error, G_IO_ERROR, code, _("Could not open the folder “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not open the folder “%s”: %s"), display, reason);
       break;
     case ACTION_SAVE_FOLDER:
-      g_set_error (error, G_IO_ERROR, code, _("Could not save the folder “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not save the folder “%s”: %s"), display, reason);
       break;
     case ACTION_CREATE_FILE:
-      g_set_error (error, G_IO_ERROR, code, _("Could not create the file “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not create the file “%s”: %s"), display, reason);
       break;
     case ACTION_WRITE_FILE:
-      g_set_error (error, G_IO_ERROR, code, _("Could not write the file “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not write the file “%s”: %s"), display, reason);
       break;
     case ACTION_SAVE_FILE:
-      g_set_error (error, G_IO_ERROR, code, _("Could not save the file “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not save the file “%s”: %s"), display, reason);
       break;
     case ACTION_MOVE_FILE:
-      g_set_error (error, G_IO_ERROR, code, _("Could not move the file “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not move the file “%s”: %s"), display, reason);
       break;
     case ACTION_REMOVE_FILE:
     default:
-      g_set_error (error, G_IO_ERROR, code, _("Could not remove the file “%s”: %s"), display,
-                   reason);
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not remove the file “%s”: %s"), display, reason);
       break;
     }
 
@@ -141,31 +141,31 @@ set_errno_error (GError     **error,
 }
 
 static char *
-folder_path (OutboxStore  *self,
-             OutboxFolder  folder)
+folder_path (OutboxStore *self,
+             OutboxFolder folder)
 {
   return g_build_filename (self->root, folder_names[folder], NULL);
 }
 
 static char *
-subdir_path (OutboxStore  *self,
-             OutboxFolder  folder,
-             const char   *subdir)
+subdir_path (OutboxStore *self,
+             OutboxFolder folder,
+             const char  *subdir)
 {
   return g_build_filename (self->root, folder_names[folder], subdir, NULL);
 }
 
 static char *
-envelope_path (OutboxStore  *self,
-               OutboxFolder  folder,
-               const char   *id)
+envelope_path (OutboxStore *self,
+               OutboxFolder folder,
+               const char  *id)
 {
   return g_build_filename (self->root, folder_names[folder], ENVELOPE_DIR, id, NULL);
 }
 
 static gboolean
-make_dir (const char  *path,
-          GError     **error)
+make_dir (const char *path,
+          GError    **error)
 {
   if (g_mkdir_with_parents (path, 0700) != 0)
     return set_errno_error (error, errno, ACTION_CREATE_FOLDER, path);
@@ -174,12 +174,12 @@ make_dir (const char  *path,
 }
 
 static gboolean
-ensure_folder (OutboxStore   *self,
-               OutboxFolder   folder,
-               GError       **error)
+ensure_folder (OutboxStore *self,
+               OutboxFolder folder,
+               GError     **error)
 {
   static const char *const subdirs[] = { "tmp", "new", "cur", ENVELOPE_DIR };
-  guint i;
+  guint                    i;
 
   for (i = 0; i < G_N_ELEMENTS (subdirs); i++)
     {
@@ -193,8 +193,8 @@ ensure_folder (OutboxStore   *self,
 }
 
 static gboolean
-sync_dir (const char  *path,
-          GError     **error)
+sync_dir (const char *path,
+          GError    **error)
 {
   int fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -214,8 +214,8 @@ sync_dir (const char  *path,
 }
 
 static gboolean
-sync_parent_dir (const char  *path,
-                 GError     **error)
+sync_parent_dir (const char *path,
+                 GError    **error)
 {
   g_autofree char *dir = g_path_get_dirname (path);
 
@@ -224,10 +224,10 @@ sync_parent_dir (const char  *path,
 
 /* Writes @data to the new file @path (which must not exist) and fsyncs it. */
 static gboolean
-write_new_file (const char    *path,
-                const guint8  *data,
-                gsize          len,
-                GError       **error)
+write_new_file (const char   *path,
+                const guint8 *data,
+                gsize         len,
+                GError      **error)
 {
   int fd;
 
@@ -266,9 +266,9 @@ write_new_file (const char    *path,
 }
 
 static gboolean
-rename_file (const char  *from,
-             const char  *to,
-             GError     **error)
+rename_file (const char *from,
+             const char *to,
+             GError    **error)
 {
   if (g_rename (from, to) != 0)
     return set_errno_error (error, errno, ACTION_MOVE_FILE, from);
@@ -278,11 +278,11 @@ rename_file (const char  *from,
 
 /* tmp, fsync, rename, fsync the folder. */
 static gboolean
-write_file_atomically (const char    *tmp_path,
-                       const char    *path,
-                       const guint8  *data,
-                       gsize          len,
-                       GError       **error)
+write_file_atomically (const char   *tmp_path,
+                       const char   *path,
+                       const guint8 *data,
+                       gsize         len,
+                       GError      **error)
 {
   g_unlink (tmp_path);
 
@@ -302,11 +302,11 @@ write_file_atomically (const char    *tmp_path,
 static char *
 make_unique_name (void)
 {
-  static int counter = 0;
-  gint64 now = g_get_real_time ();
-  GString *host = g_string_new (NULL);
+  static int  counter = 0;
+  gint64      now = g_get_real_time ();
+  GString    *host = g_string_new (NULL);
   const char *p;
-  char *name;
+  char       *name;
 
   for (p = g_get_host_name (); *p != '\0'; p++)
     {
@@ -337,14 +337,14 @@ id_from_name (const char *name)
 
 /* The path of the message file, in new/ or cur/, or NULL. */
 static char *
-find_message_path (OutboxStore  *self,
-                   OutboxFolder  folder,
-                   const char   *id)
+find_message_path (OutboxStore *self,
+                   OutboxFolder folder,
+                   const char  *id)
 {
   g_autofree char *new_path = g_build_filename (self->root, folder_names[folder], "new", id, NULL);
   g_autofree char *cur_dir = subdir_path (self, folder, "cur");
   g_autoptr (GDir) dir = NULL;
-  gsize id_len = strlen (id);
+  gsize       id_len = strlen (id);
   const char *name;
 
   if (g_file_test (new_path, G_FILE_TEST_EXISTS))
@@ -368,9 +368,9 @@ find_message_path (OutboxStore  *self,
 }
 
 static gboolean
-set_not_found_error (GError       **error,
-                     OutboxFolder   folder,
-                     const char    *id)
+set_not_found_error (GError     **error,
+                     OutboxFolder folder,
+                     const char  *id)
 {
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
                /* TRANSLATORS: %s is a message identifier, the second a folder name. */
@@ -379,10 +379,10 @@ set_not_found_error (GError       **error,
 }
 
 static GKeyFile *
-load_key_file (OutboxStore   *self,
-               OutboxFolder   folder,
-               const char    *id,
-               GError       **error)
+load_key_file (OutboxStore *self,
+               OutboxFolder folder,
+               const char  *id,
+               GError     **error)
 {
   g_autoptr (GKeyFile) key_file = g_key_file_new ();
   g_autoptr (GError) local_error = NULL;
@@ -408,18 +408,18 @@ load_key_file (OutboxStore   *self,
 }
 
 static gboolean
-save_key_file (OutboxStore   *self,
-               OutboxFolder   folder,
-               const char    *id,
-               GKeyFile      *key_file,
-               GError       **error)
+save_key_file (OutboxStore *self,
+               OutboxFolder folder,
+               const char  *id,
+               GKeyFile    *key_file,
+               GError     **error)
 {
   g_autofree char *path = envelope_path (self, folder, id);
   g_autofree char *tmp_name = g_strconcat (".tmp-", id, NULL);
   g_autofree char *tmp_path = g_build_filename (self->root, folder_names[folder], ENVELOPE_DIR,
                                                 tmp_name, NULL);
   g_autofree char *data = NULL;
-  gsize len;
+  gsize            len;
 
   data = g_key_file_to_data (key_file, &len, NULL);
 
@@ -427,9 +427,9 @@ save_key_file (OutboxStore   *self,
 }
 
 static void
-set_status (GKeyFile           *key_file,
-            OutboxMessageState  state,
-            const char         *detail)
+set_status (GKeyFile          *key_file,
+            OutboxMessageState state,
+            const char        *detail)
 {
   g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
   g_autofree char *updated = g_date_time_format_iso8601 (now);
@@ -440,8 +440,8 @@ set_status (GKeyFile           *key_file,
 }
 
 static gboolean
-parse_state (const char          *name,
-             OutboxMessageState  *state)
+parse_state (const char         *name,
+             OutboxMessageState *state)
 {
   guint i;
 
@@ -471,14 +471,14 @@ is_stale (const char *path)
 /* Leftovers of interrupted operations: an envelope whose message never
  * arrived (or has moved on), temporary files. */
 static void
-clean_stale_files (OutboxStore  *self,
-                   OutboxFolder  folder,
-                   GHashTable   *message_ids)
+clean_stale_files (OutboxStore *self,
+                   OutboxFolder folder,
+                   GHashTable  *message_ids)
 {
-  g_autofree char *envelope_dir = subdir_path (self, folder, ENVELOPE_DIR);
-  g_autofree char *tmp_dir = subdir_path (self, folder, "tmp");
+  g_autofree char  *envelope_dir = subdir_path (self, folder, ENVELOPE_DIR);
+  g_autofree char  *tmp_dir = subdir_path (self, folder, "tmp");
   const char *const dirs[] = { envelope_dir, tmp_dir };
-  guint i;
+  guint             i;
 
   for (i = 0; i < G_N_ELEMENTS (dirs); i++)
     {
@@ -492,8 +492,8 @@ clean_stale_files (OutboxStore  *self,
         {
           g_autofree char *path = NULL;
 
-          if (dirs[i] == envelope_dir && name[0] != '.'
-              && g_hash_table_contains (message_ids, name))
+          if (dirs[i] == envelope_dir && name[0] != '.' &&
+              g_hash_table_contains (message_ids, name))
             continue;
 
           path = g_build_filename (dirs[i], name, NULL);
@@ -570,8 +570,9 @@ outbox_store_class_init (OutboxStoreClass *klass)
   object_class->set_property = outbox_store_set_property;
 
   properties[PROP_ROOT] = g_param_spec_string ("root", NULL, NULL, NULL,
-                                               G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY
-                                                 | G_PARAM_STATIC_STRINGS);
+                                               G_PARAM_READWRITE |
+                                                 G_PARAM_CONSTRUCT_ONLY |
+                                                 G_PARAM_STATIC_STRINGS);
 
   g_object_class_install_properties (object_class, N_PROPS, properties);
 }
@@ -598,8 +599,8 @@ outbox_store_get_root (OutboxStore *self)
 }
 
 char *
-outbox_store_get_folder_path (OutboxStore  *self,
-                              OutboxFolder  folder)
+outbox_store_get_folder_path (OutboxStore *self,
+                              OutboxFolder folder)
 {
   g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
   g_return_val_if_fail (folder_is_valid (folder), NULL);
@@ -609,9 +610,9 @@ outbox_store_get_folder_path (OutboxStore  *self,
 
 /* Returns NULL if there is no such message. */
 GFile *
-outbox_store_get_message_file (OutboxStore  *self,
-                               OutboxFolder  folder,
-                               const char   *id)
+outbox_store_get_message_file (OutboxStore *self,
+                               OutboxFolder folder,
+                               const char  *id)
 {
   g_autofree char *path = NULL;
 
@@ -642,9 +643,9 @@ outbox_store_add (OutboxStore          *self,
   g_autofree char *tmp_path = NULL;
   g_autofree char *new_path = NULL;
   g_autofree char *env_path = NULL;
-  const guint8 *data;
-  gsize len;
-  guint attempt;
+  const guint8    *data;
+  gsize            len;
+  guint            attempt;
 
   g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
   g_return_val_if_fail (folder_is_valid (folder), NULL);
@@ -669,8 +670,8 @@ outbox_store_add (OutboxStore          *self,
       env_path = envelope_path (self, folder, id);
       path = find_message_path (self, folder, id);
 
-      if (path == NULL && !g_file_test (tmp_path, G_FILE_TEST_EXISTS)
-          && !g_file_test (env_path, G_FILE_TEST_EXISTS))
+      if (path == NULL && !g_file_test (tmp_path, G_FILE_TEST_EXISTS) &&
+          !g_file_test (env_path, G_FILE_TEST_EXISTS))
         break;
 
       if (attempt == 10)
@@ -685,7 +686,7 @@ outbox_store_add (OutboxStore          *self,
   key_file = g_key_file_new ();
   g_key_file_set_string (key_file, ENVELOPE_GROUP, "from", envelope->from);
   g_key_file_set_string_list (key_file, ENVELOPE_GROUP, "recipients",
-                              (const char * const *) envelope->recipients,
+                              (const char *const *) envelope->recipients,
                               envelope->recipients != NULL
                                 ? g_strv_length (envelope->recipients)
                                 : 0);
@@ -697,9 +698,9 @@ outbox_store_add (OutboxStore          *self,
     return NULL;
 
   data = g_bytes_get_data (message, &len);
-  if (!write_new_file (tmp_path, data, len, error)
-      || !rename_file (tmp_path, new_path, error)
-      || !sync_parent_dir (new_path, error))
+  if (!write_new_file (tmp_path, data, len, error) ||
+      !rename_file (tmp_path, new_path, error) ||
+      !sync_parent_dir (new_path, error))
     {
       g_unlink (tmp_path);
       g_unlink (new_path);
@@ -711,11 +712,11 @@ outbox_store_add (OutboxStore          *self,
 }
 
 gboolean
-outbox_store_move (OutboxStore   *self,
-                   const char    *id,
-                   OutboxFolder   from,
-                   OutboxFolder   to,
-                   GError       **error)
+outbox_store_move (OutboxStore *self,
+                   const char  *id,
+                   OutboxFolder from,
+                   OutboxFolder to,
+                   GError     **error)
 {
   g_autoptr (GKeyFile) key_file = NULL;
   g_autofree char *source = NULL;
@@ -785,10 +786,10 @@ outbox_store_move (OutboxStore   *self,
 }
 
 gboolean
-outbox_store_remove (OutboxStore   *self,
-                     OutboxFolder   folder,
-                     const char    *id,
-                     GError       **error)
+outbox_store_remove (OutboxStore *self,
+                     OutboxFolder folder,
+                     const char  *id,
+                     GError     **error)
 {
   g_autofree char *path = NULL;
   g_autofree char *env_path = NULL;
@@ -819,11 +820,11 @@ outbox_store_remove (OutboxStore   *self,
 }
 
 OutboxEnvelope *
-outbox_store_load_envelope (OutboxStore   *self,
-                            OutboxFolder   folder,
-                            const char    *id,
-                            char         **account_id,
-                            GError       **error)
+outbox_store_load_envelope (OutboxStore *self,
+                            OutboxFolder folder,
+                            const char  *id,
+                            char       **account_id,
+                            GError     **error)
 {
   g_autoptr (GKeyFile) key_file = NULL;
   g_autoptr (GError) local_error = NULL;
@@ -850,24 +851,24 @@ outbox_store_load_envelope (OutboxStore   *self,
     {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                    _("The envelope of the message “%s” is damaged: %s"), id,
-                   local_error->message);
+                      local_error->message);
       return NULL;
     }
 
   if (account_id != NULL)
     *account_id = g_key_file_get_string (key_file, ENVELOPE_GROUP, "account", NULL);
 
-  return outbox_envelope_new (from, (const char * const *) recipients);
+  return outbox_envelope_new (from, (const char *const *) recipients);
 }
 
 static gboolean
-update_state (OutboxStore         *self,
-              OutboxFolder         folder,
-              const char          *id,
-              OutboxMessageState   state,
-              const char          *detail,
-              gboolean             count_attempt,
-              GError             **error)
+update_state (OutboxStore       *self,
+              OutboxFolder       folder,
+              const char        *id,
+              OutboxMessageState state,
+              const char        *detail,
+              gboolean           count_attempt,
+              GError           **error)
 {
   g_autoptr (GKeyFile) key_file = NULL;
 
@@ -890,12 +891,12 @@ update_state (OutboxStore         *self,
 }
 
 gboolean
-outbox_store_set_state (OutboxStore         *self,
-                        OutboxFolder         folder,
-                        const char          *id,
-                        OutboxMessageState   state,
-                        const char          *detail,
-                        GError             **error)
+outbox_store_set_state (OutboxStore       *self,
+                        OutboxFolder       folder,
+                        const char        *id,
+                        OutboxMessageState state,
+                        const char        *detail,
+                        GError           **error)
 {
   g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
   g_return_val_if_fail (folder_is_valid (folder), FALSE);
@@ -907,12 +908,12 @@ outbox_store_set_state (OutboxStore         *self,
 }
 
 gboolean
-outbox_store_record_attempt (OutboxStore         *self,
-                             OutboxFolder         folder,
-                             const char          *id,
-                             OutboxMessageState   state,
-                             const char          *detail,
-                             GError             **error)
+outbox_store_record_attempt (OutboxStore       *self,
+                             OutboxFolder       folder,
+                             const char        *id,
+                             OutboxMessageState state,
+                             const char        *detail,
+                             GError           **error)
 {
   g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
   g_return_val_if_fail (folder_is_valid (folder), FALSE);
@@ -924,14 +925,14 @@ outbox_store_record_attempt (OutboxStore         *self,
 }
 
 OutboxMessageState
-outbox_store_get_state (OutboxStore   *self,
-                        OutboxFolder   folder,
-                        const char    *id,
-                        char         **detail,
-                        GError       **error)
+outbox_store_get_state (OutboxStore *self,
+                        OutboxFolder folder,
+                        const char  *id,
+                        char       **detail,
+                        GError     **error)
 {
   g_autoptr (GKeyFile) key_file = NULL;
-  g_autofree char *name = NULL;
+  g_autofree char   *name = NULL;
   OutboxMessageState state = OUTBOX_STATE_QUEUED;
 
   g_return_val_if_fail (OUTBOX_IS_STORE (self), OUTBOX_STATE_QUEUED);
@@ -965,9 +966,9 @@ outbox_store_get_state (OutboxStore   *self,
 }
 
 guint
-outbox_store_get_attempts (OutboxStore  *self,
-                           OutboxFolder  folder,
-                           const char   *id)
+outbox_store_get_attempts (OutboxStore *self,
+                           OutboxFolder folder,
+                           const char  *id)
 {
   g_autoptr (GKeyFile) key_file = NULL;
   int attempts;
@@ -992,18 +993,18 @@ static int
 compare_ids (gconstpointer a,
              gconstpointer b)
 {
-  return strcmp (*(const char * const *) a, *(const char * const *) b);
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
 GStrv
-outbox_store_list (OutboxStore   *self,
-                   OutboxFolder   folder,
-                   GError       **error)
+outbox_store_list (OutboxStore *self,
+                   OutboxFolder folder,
+                   GError     **error)
 {
   g_autoptr (GHashTable) message_ids = NULL;
   g_autoptr (GPtrArray) ids = NULL;
   static const char *const subdirs[] = { "new", "cur" };
-  guint i;
+  guint                    i;
 
   g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
   g_return_val_if_fail (folder_is_valid (folder), NULL);
@@ -1024,8 +1025,8 @@ outbox_store_list (OutboxStore   *self,
         {
           if (g_error_matches (local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             continue;
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, _("Could not read a folder: %s"),
-                       local_error->message);
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                       _("Could not read a folder: %s"), local_error->message);
           return NULL;
         }
 
@@ -1038,7 +1039,7 @@ outbox_store_list (OutboxStore   *self,
 
   {
     GHashTableIter iter;
-    const char *id;
+    const char    *id;
 
     g_hash_table_iter_init (&iter, message_ids);
     while (g_hash_table_iter_next (&iter, (gpointer *) &id, NULL))
@@ -1086,9 +1087,9 @@ add_thread (GTask        *task,
             GCancellable *cancellable)
 {
   OutboxStore *self = source_object;
-  AddData *data = task_data;
-  GError *error = NULL;
-  char *id;
+  AddData     *data = task_data;
+  GError      *error = NULL;
+  char        *id;
 
   if (g_task_return_error_if_cancelled (task))
     return;
@@ -1124,7 +1125,7 @@ outbox_store_add_async (OutboxStore          *self,
   data->folder = folder;
   data->message = g_bytes_ref (message);
   data->envelope = outbox_envelope_new (envelope->from,
-                                        (const char * const *) envelope->recipients);
+                                        (const char *const *) envelope->recipients);
   data->account_id = g_strdup (account_id);
 
   task = g_task_new (self, cancellable, callback, user_data);
@@ -1139,9 +1140,9 @@ outbox_store_add_async (OutboxStore          *self,
 }
 
 char *
-outbox_store_add_finish (OutboxStore   *self,
-                         GAsyncResult  *result,
-                         GError       **error)
+outbox_store_add_finish (OutboxStore  *self,
+                         GAsyncResult *result,
+                         GError      **error)
 {
   g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
   g_return_val_if_fail (g_task_is_valid (result, self), NULL);

@@ -32,6 +32,7 @@ struct _OutboxSmtpClient
   GTlsDatabase       *extra_ca;
   char               *helo_name;
   guint               timeouts[OUTBOX_SMTP_N_STEPS];
+  OutboxSmtpDsn      *dsn;
 
   OutboxSmtpFailure  *failure;
   GString            *transcript;
@@ -98,10 +99,12 @@ struct _Session
   /* Authentication. */
   const char            *auth_mechanism;
   guint                  auth_stage;
+  OutboxSmtpScram       *scram;
 
   /* PIPELINING: MAIL, RCPT and DATA go out in one write; QUIT follows
    * the final dot. */
   gboolean               pipelining;
+  gboolean               dsn;           /* asked for, and offered */
   gboolean               quit_sent;
   OutboxSmtpReply       *mail_refusal;  /* MAIL's refusal while draining */
   guint                  drain_left;
@@ -192,6 +195,7 @@ session_free (Session *s)
   g_free (s->body_in);
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
+  g_clear_pointer (&s->scram, outbox_smtp_scram_free);
   g_clear_error (&s->error);
   g_clear_pointer (&s->error_reply, outbox_smtp_reply_free);
   g_free (s);
@@ -1207,9 +1211,36 @@ on_auth_reply (GTask           *task,
 
   if (reply->code == 235)
     {
+      if (s->scram != NULL && s->auth_stage < 2)
+        transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO,
+                        _("The server did not prove that it knows the password"));
+      g_clear_pointer (&s->scram, outbox_smtp_scram_free);
       outbox_smtp_reply_free (reply);
       transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Signed in"));
       after_auth (task);
+      return;
+    }
+
+  if (reply->code == 334 && s->scram != NULL && s->auth_stage < 2)
+    {
+      const char *challenge = reply->lines[0];
+
+      if (s->auth_stage == 0)
+        response = outbox_smtp_scram_client_final (s->scram, challenge, &error);
+      else if (outbox_smtp_scram_verify_server_final (s->scram, challenge, &error))
+        response = g_strdup ("");
+      outbox_smtp_reply_free (reply);
+      s->auth_stage++;
+
+      if (response == NULL)
+        {
+          /* Cancel the exchange, then stop: something is wrong. */
+          g_clear_pointer (&s->scram, outbox_smtp_scram_free);
+          session_fail_with (task, g_steal_pointer (&error), NULL, TRUE);
+          return;
+        }
+      session_command (task, response, *response ? OUTBOX_SMTP_REDACTED : NULL, on_auth_reply);
+      outbox_smtp_secure_wipe (response, strlen (response));
       return;
     }
 
@@ -1270,6 +1301,35 @@ start_auth (GTask *task)
       return;
     }
 
+  /* The strongest mechanism both sides know: SCRAM never sends the
+   * password at all, and proves the server knows it too. */
+  for (guint i = 0; i < 2; i++)
+    {
+      const char *mechanism = i == 0 ? "SCRAM-SHA-256" : "SCRAM-SHA-1";
+      g_autofree char *first = NULL;
+      g_autofree char *line = NULL;
+      g_autofree char *shown = NULL;
+
+      if (!outbox_smtp_caps_has_auth_mechanism (s->caps, mechanism))
+        continue;
+
+      s->scram = outbox_smtp_scram_new (i == 0 ? G_CHECKSUM_SHA256 : G_CHECKSUM_SHA1,
+                                        self->username, self->password, NULL, &error);
+      if (s->scram == NULL)
+        {
+          session_fail_with (task, g_steal_pointer (&error), NULL, TRUE);
+          return;
+        }
+
+      s->auth_mechanism = mechanism;
+      s->auth_stage = 0;
+      first = outbox_smtp_scram_client_first (s->scram);
+      line = g_strdup_printf ("AUTH %s %s", mechanism, first);
+      shown = g_strdup_printf ("AUTH %s " OUTBOX_SMTP_REDACTED, mechanism);
+      session_command (task, line, shown, on_auth_reply);
+      return;
+    }
+
   if (outbox_smtp_caps_has_auth_mechanism (s->caps, "PLAIN"))
     {
       g_autofree char *response = outbox_smtp_auth_plain_response (self->username, self->password,
@@ -1302,7 +1362,7 @@ start_auth (GTask *task)
                      g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE,
                                   outbox_smtp_caps_has (s->caps, "AUTH")
                                     ? _("%s offers no sign-in method Outbox supports (it "
-                                        "supports PLAIN and LOGIN).")
+                                        "supports SCRAM-SHA-256, SCRAM-SHA-1, PLAIN and LOGIN).")
                                     : _("%s does not offer signing in on this connection."),
                                   self->host),
                      NULL, TRUE);
@@ -1551,6 +1611,22 @@ on_rcpt_reply (GTask           *task,
   send_next_rcpt (task);
 }
 
+/* "RCPT TO:<address>" with the DSN NOTIFY parameter when asked for. */
+static char *
+rcpt_command (Session    *s,
+              const char *address)
+{
+  g_autofree char *notify = NULL;
+
+  if (s->dsn)
+    notify = outbox_smtp_dsn_notify_string (s->self->dsn->notify);
+
+  if (notify != NULL)
+    return g_strdup_printf ("RCPT TO:<%s> NOTIFY=%s", address, notify);
+
+  return g_strdup_printf ("RCPT TO:<%s>", address);
+}
+
 static void
 send_next_rcpt (GTask *task)
 {
@@ -1569,7 +1645,7 @@ send_next_rcpt (GTask *task)
       return;
     }
 
-  line = g_strdup_printf ("RCPT TO:<%s>", (char *) g_ptr_array_index (s->recipients, s->rcpt_index));
+  line = rcpt_command (s, g_ptr_array_index (s->recipients, s->rcpt_index));
   session_command (task, line, NULL, on_rcpt_reply);
 }
 
@@ -1694,6 +1770,19 @@ send_mail (GTask *task)
   if (utf8)
     g_string_append (line, " SMTPUTF8");
 
+  s->dsn = self->dsn != NULL && outbox_smtp_caps_has (s->caps, "DSN");
+  if (self->dsn != NULL && !s->dsn)
+    transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO,
+                    _("The server does not offer delivery notifications (DSN); sending without"));
+  if (s->dsn && self->dsn->ret != OUTBOX_SMTP_DSN_RET_DEFAULT)
+    g_string_append (line, self->dsn->ret == OUTBOX_SMTP_DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
+  if (s->dsn && self->dsn->envid != NULL && *self->dsn->envid != '\0')
+    {
+      g_autofree char *envid = outbox_smtp_xtext_encode (self->dsn->envid, -1);
+
+      g_string_append_printf (line, " ENVID=%s", envid);
+    }
+
   s->pipelining = outbox_smtp_caps_has (s->caps, "PIPELINING");
   if (s->pipelining)
     {
@@ -1703,8 +1792,7 @@ send_mail (GTask *task)
       g_string_append_printf (group, "%s\r\n", line->str);
       for (guint i = 0; i < s->recipients->len; i++)
         {
-          g_autofree char *rcpt = g_strdup_printf ("RCPT TO:<%s>",
-                                                   (char *) g_ptr_array_index (s->recipients, i));
+          g_autofree char *rcpt = rcpt_command (s, g_ptr_array_index (s->recipients, i));
 
           transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, rcpt);
           g_string_append_printf (group, "%s\r\n", rcpt);
@@ -1933,6 +2021,7 @@ outbox_smtp_client_finalize (GObject *object)
   outbox_smtp_secure_free (self->password);
   g_clear_object (&self->extra_ca);
   g_free (self->helo_name);
+  g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
   g_clear_pointer (&self->failure, outbox_smtp_failure_free);
   g_string_free (self->transcript, TRUE);
 
@@ -2053,6 +2142,16 @@ outbox_smtp_client_set_helo_name (OutboxSmtpClient *self,
 
   g_free (self->helo_name);
   self->helo_name = g_strdup (name);
+}
+
+void
+outbox_smtp_client_set_dsn (OutboxSmtpClient    *self,
+                            const OutboxSmtpDsn *dsn)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+
+  g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
+  self->dsn = outbox_smtp_dsn_copy (dsn);
 }
 
 void

@@ -3,6 +3,7 @@
 
 #include <gio/gio.h>
 
+#include "outbox-smtp-dsn.h"
 #include "outbox-smtp-error.h"
 #include "outbox-smtp-reply.h"
 
@@ -57,6 +58,11 @@ void              outbox_smtp_client_set_all_timeouts (OutboxSmtpClient    *self
                                                        guint                msec);
 guint             outbox_smtp_client_get_timeout      (OutboxSmtpClient    *self,
                                                        OutboxSmtpStep       step);
+
+/* Delivery status notifications for the following sends (NULL: none).
+ * Used only when the server offers DSN. */
+void              outbox_smtp_client_set_dsn          (OutboxSmtpClient    *self,
+                                                       const OutboxSmtpDsn *dsn);
 
 /* Sends a message read from @message (an RFC 5322 message, any line
  * endings) to @recipients. @message_size is used for progress (and SIZE);

@@ -1,0 +1,258 @@
+/* Scratch test (not in the repo): the sender against the engine and the
+ * scripted loopback server. */
+#define G_LOG_DOMAIN "test-sender"
+#include "config.h"
+#include <locale.h>
+#include <string.h>
+#include <glib/gstdio.h>
+#include "outbox-sender.h"
+#include "outbox-test-smtp-server.h"
+
+static const char message_text[] = "From: Ada <ada@example.test>\nTo: bob@example.test\nSubject: Hi\n\nHello.\n.dot line\n";
+
+typedef struct { char *root; OutboxStore *store; char *id; } Fixture;
+
+static void
+set_up (Fixture *f, gconstpointer d)
+{
+  const char *const rcpt[] = { "bob@example.test", "hidden@example.test", NULL };
+  g_autoptr (OutboxEnvelope) env = outbox_envelope_new ("ada@example.test", rcpt);
+  g_autoptr (GBytes) bytes = g_bytes_new_static (message_text, strlen (message_text));
+  g_autoptr (GError) error = NULL;
+  f->root = g_dir_make_tmp ("outbox-sender-XXXXXX", NULL);
+  f->store = outbox_store_new (f->root);
+  f->id = outbox_store_add (f->store, OUTBOX_FOLDER_OUTBOX, bytes, env, "acc", &error);
+  g_assert_no_error (error);
+}
+
+static void
+tear_down (Fixture *f, gconstpointer d)
+{
+  g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", f->root);
+  g_assert_finalize_object (f->store);
+  g_assert_cmpint (system (cmd), ==, 0);
+  g_free (f->root);
+  g_free (f->id);
+}
+
+typedef struct { gboolean done; gboolean ok; GError *error; GPtrArray *rejected; } Outcome;
+
+static void
+sent_cb (GObject *o, GAsyncResult *r, gpointer u)
+{
+  Outcome *out = u;
+  out->ok = outbox_sender_send_finish (r, &out->rejected, &out->error);
+  out->done = TRUE;
+}
+
+static OutboxSmtpClient *
+make_client (OutboxTestSmtpServer *srv)
+{
+  OutboxSmtpClient *c = outbox_smtp_client_new ("127.0.0.1", outbox_test_smtp_server_get_port (srv), OUTBOX_SMTP_SECURITY_NONE);
+  outbox_smtp_client_set_all_timeouts (c, 3000);
+  return c;
+}
+
+static void
+run (Fixture *f, OutboxTestSmtpServer *srv, GCancellable *cancellable, Outcome *out)
+{
+  g_autoptr (OutboxSmtpClient) client = make_client (srv);
+  memset (out, 0, sizeof *out);
+  outbox_sender_send_async (f->store, f->id, client, cancellable, sent_cb, out);
+  while (!out->done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+}
+
+static void
+script_to_rcpt (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_send (srv, "220 test ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test\r\n250 8BITMIME\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<ada@example.test>*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+}
+
+static void
+assert_state (Fixture *f, OutboxFolder folder, OutboxMessageState state, guint attempts)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *detail = NULL;
+  g_auto (GStrv) ids = outbox_store_list (f->store, folder, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_strv_contains ((const char * const *) ids, f->id));
+  g_assert_cmpint (outbox_store_get_state (f->store, folder, f->id, &detail, &error), ==, state);
+  g_assert_no_error (error);
+  g_test_message ("state %d detail: %s", state, detail);
+  g_assert_cmpuint (outbox_store_get_attempts (f->store, folder, f->id), ==, attempts);
+}
+
+static void
+test_success (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) data = NULL;
+  g_auto (GStrv) ids = NULL;
+  Outcome out;
+  script_to_rcpt (srv);
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<hidden@example.test>*");
+  outbox_test_smtp_server_send (srv, "550 5.1.1 no such user\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued as 42\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_assert_no_error (out.error);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+  g_assert_true (out.ok);
+  g_assert_cmpuint (out.rejected->len, ==, 1);
+  data = outbox_test_smtp_server_get_data (srv);
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data), "\r\n..dot line\r\n.\r\n"));
+  ids = outbox_store_list (f->store, OUTBOX_FOLDER_OUTBOX, NULL);
+  g_assert_cmpuint (g_strv_length (ids), ==, 0);
+  assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
+  g_ptr_array_unref (out.rejected);
+}
+
+static void
+test_temporary (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  Outcome out;
+  script_to_rcpt (srv);
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>*");
+  outbox_test_smtp_server_send (srv, "451 4.7.1 greylisted\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<hidden@example.test>*");
+  outbox_test_smtp_server_send (srv, "451 4.7.1 greylisted\r\n");
+  outbox_test_smtp_server_expect (srv, "*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_test_message ("%s", out.error ? out.error->message : "-");
+  g_assert_error (out.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS);
+  assert_state (f, OUTBOX_FOLDER_OUTBOX, OUTBOX_STATE_FAILED_TEMPORARY, 1);
+  g_clear_error (&out.error);
+}
+
+static void
+test_permanent (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  Outcome out;
+  outbox_test_smtp_server_send (srv, "220 test ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:*");
+  outbox_test_smtp_server_send (srv, "550 5.7.1 not you\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_test_message ("%s", out.error ? out.error->message : "-");
+  g_assert_error (out.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+  assert_state (f, OUTBOX_FOLDER_OUTBOX, OUTBOX_STATE_FAILED_PERMANENT, 1);
+  g_clear_error (&out.error);
+}
+
+static void
+test_unknown (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  Outcome out;
+  script_to_rcpt (srv);
+  outbox_test_smtp_server_expect (srv, "RCPT TO:*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_close (srv);
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_test_message ("%s", out.error ? out.error->message : "-");
+  g_assert_error (out.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+  assert_state (f, OUTBOX_FOLDER_OUTBOX, OUTBOX_STATE_DELIVERY_UNKNOWN, 1);
+  g_clear_error (&out.error);
+}
+
+static void
+test_refused (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  Outcome out;
+  outbox_test_smtp_server_reset (srv);
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_test_message ("%s", out.error ? out.error->message : "-");
+  g_assert_nonnull (out.error);
+  assert_state (f, OUTBOX_FOLDER_OUTBOX, OUTBOX_STATE_FAILED_TEMPORARY, 1);
+  g_clear_error (&out.error);
+}
+
+static void
+test_cancelled (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxSmtpClient) client = outbox_smtp_client_new ("127.0.0.1", 9, OUTBOX_SMTP_SECURITY_NONE);
+  g_autoptr (GCancellable) c = g_cancellable_new ();
+  Outcome out = { 0 };
+  g_cancellable_cancel (c);
+  outbox_sender_send_async (f->store, f->id, client, c, sent_cb, &out);
+  while (!out.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_error (out.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  assert_state (f, OUTBOX_FOLDER_OUTBOX, OUTBOX_STATE_QUEUED, 0);
+  g_clear_error (&out.error);
+}
+
+static void
+test_missing (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxSmtpClient) client = outbox_smtp_client_new ("127.0.0.1", 9, OUTBOX_SMTP_SECURITY_NONE);
+  Outcome out = { 0 };
+  outbox_sender_send_async (f->store, "1.M1P1Q1R1.nothere", client, NULL, sent_cb, &out);
+  while (!out.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_error (out.error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+  g_clear_error (&out.error);
+}
+
+static void
+test_state_for_error (void)
+{
+  g_autoptr (GError) e = NULL;
+  e = g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN, "x");
+  g_assert_cmpint (outbox_sender_state_for_error (e), ==, OUTBOX_STATE_DELIVERY_UNKNOWN);
+  g_clear_error (&e);
+  e = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, "x");
+  g_assert_cmpint (outbox_sender_state_for_error (e), ==, OUTBOX_STATE_QUEUED);
+  g_clear_error (&e);
+  e = g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT, "x");
+  g_assert_cmpint (outbox_sender_state_for_error (e), ==, OUTBOX_STATE_FAILED_TEMPORARY);
+  g_clear_error (&e);
+  e = g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_FAILED, "x");
+  g_assert_cmpint (outbox_sender_state_for_error (e), ==, OUTBOX_STATE_FAILED_PERMANENT);
+}
+
+int
+main (int argc, char *argv[])
+{
+  setlocale (LC_ALL, "C.UTF-8");
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/sender/success", Fixture, NULL, set_up, test_success, tear_down);
+  g_test_add ("/sender/temporary", Fixture, NULL, set_up, test_temporary, tear_down);
+  g_test_add ("/sender/permanent", Fixture, NULL, set_up, test_permanent, tear_down);
+  g_test_add ("/sender/unknown", Fixture, NULL, set_up, test_unknown, tear_down);
+  g_test_add ("/sender/refused", Fixture, NULL, set_up, test_refused, tear_down);
+  g_test_add ("/sender/cancelled", Fixture, NULL, set_up, test_cancelled, tear_down);
+  g_test_add ("/sender/missing", Fixture, NULL, set_up, test_missing, tear_down);
+  g_test_add_func ("/sender/state-for-error", test_state_for_error);
+  return g_test_run ();
+}
