@@ -459,6 +459,93 @@ test_all_rejected (void)
   outcome_clear (&o);
 }
 
+static void
+test_pipelining_dsn (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GPtrArray) lines = NULL;
+  const char *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
+  OutboxSmtpDsn dsn = { OUTBOX_SMTP_DSN_NOTIFY_SUCCESS | OUTBOX_SMTP_DSN_NOTIFY_FAILURE,
+                        OUTBOX_SMTP_DSN_RET_HEADERS, (char *) "id 1+\r\nRCPT TO:<x@y>" };
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n");
+  outbox_test_smtp_server_starttls (srv);
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250-PIPELINING\r\n250-DSN\r\n"
+                                     "250 AUTH PLAIN\r\n");
+  script_auth_plain (srv);
+  /* One flight: MAIL, both RCPTs and DATA, then the replies in order. */
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER "> RET=HDRS ENVID=id+201+2B+0D+0ARCPT*");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<carol@example.org> NOTIFY=SUCCESS,FAILURE");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no carol\r\n"
+                                     "354 go ahead\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  /* QUIT rides behind the final dot. */
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "250 2.0.0 queued\r\n221 2.0.0 Bye\r\n");
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  outbox_smtp_client_set_dsn (client, &dsn);
+  run_client (client, rcpts, MESSAGE, NULL, FALSE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_no_error (o.error);
+  assert_no_failure (srv);
+  g_assert_cmpuint (o.rejected->len, ==, 1);
+  g_assert_cmpuint (o.final_reply->code, ==, 250);
+
+  /* The ENVID's CR LF became xtext: no line was injected. */
+  lines = outbox_test_smtp_server_get_lines (srv);
+  for (guint i = 0; i < lines->len; i++)
+    g_assert_false (g_str_has_prefix (g_ptr_array_index (lines, i), "RCPT TO:<x@y>"));
+  outcome_clear (&o);
+}
+
+static void
+test_pipelining_mail_refused (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  Outcome o;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+  outbox_test_smtp_server_expect (srv, "STARTTLS");
+  outbox_test_smtp_server_send (srv, "220 go ahead\r\n");
+  outbox_test_smtp_server_starttls (srv);
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n");
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:*");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:*");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "553 5.7.1 Sender not allowed\r\n503 5.5.1 No sender\r\n"
+                                     "503 5.5.1 No recipients\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+  /* The error is MAIL's, not the 503s that followed from it. */
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+  g_assert_cmpint (outbox_smtp_client_get_failure (client)->step, ==, OUTBOX_SMTP_STEP_MAIL);
+  g_assert_cmpuint (outbox_smtp_client_get_failure (client)->reply->code, ==, 553);
+  g_assert_null (outbox_test_smtp_server_get_data (srv));
+  outcome_clear (&o);
+}
+
 /* STARTTLS safety ------------------------------------------------------------ */
 
 static void
@@ -591,10 +678,15 @@ typedef enum
   FAULT_5XX,
   FAULT_CLOSE,
   FAULT_STALL,
+  FAULT_421,
+  FAULT_GARBAGE,
+  FAULT_LONG_LINE,
+  FAULT_MANY_LINES,
   N_FAULTS
 } Fault;
 
-static const char *fault_names[] = { "4xx", "5xx", "close", "stall" };
+static const char *fault_names[] = { "4xx", "5xx", "close", "stall", "421", "garbage",
+                                     "long-line", "many-lines" };
 
 typedef struct
 {
@@ -673,6 +765,44 @@ test_fault (gconstpointer data)
       outbox_test_smtp_server_stall (srv);
       break;
 
+    case FAULT_421:
+      outbox_test_smtp_server_send (srv, "421 4.3.2 Shutting down, try later\r\n");
+      /* The server hangs up; the client must not wait for it. */
+      outbox_test_smtp_server_close (srv);
+      break;
+
+    case FAULT_GARBAGE:
+      outbox_test_smtp_server_send (srv, "HTTP/1.1 400 Bad Request\r\n\r\n");
+      outbox_test_smtp_server_expect_close (srv);
+      break;
+
+    case FAULT_LONG_LINE:
+      {
+        GString *line = g_string_new ("250 ");
+        g_autoptr (GBytes) bytes = NULL;
+
+        while (line->len < 64 * 1024)
+          g_string_append_c (line, 'x');
+        g_string_append (line, "\r\n");
+        bytes = g_string_free_to_bytes (line);
+        outbox_test_smtp_server_send_bytes (srv, bytes);
+        outbox_test_smtp_server_expect_close (srv);
+      }
+      break;
+
+    case FAULT_MANY_LINES:
+      {
+        GString *lines = g_string_sized_new (10 * 1000000);
+        g_autoptr (GBytes) bytes = NULL;
+
+        for (guint i = 0; i < 1000000; i++)
+          g_string_append (lines, "250-more\r\n");
+        g_string_append (lines, "250 end\r\n");
+        bytes = g_string_free_to_bytes (lines);
+        outbox_test_smtp_server_send_bytes (srv, bytes);
+      }
+      break;
+
     case N_FAULTS:
     default:
       g_assert_not_reached ();
@@ -684,7 +814,7 @@ test_fault (gconstpointer data)
   outbox_smtp_client_set_all_timeouts (client, fc->fault == FAULT_STALL ? 300 : 5000);
   run_client (client, bob, MESSAGE, NULL, FALSE, &o);
   g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
-  if (fc->fault != FAULT_STALL)
+  if (fc->fault != FAULT_STALL && fc->fault != FAULT_MANY_LINES)
     assert_no_failure (srv);
 
   g_assert_false (o.ok);
@@ -730,6 +860,30 @@ test_fault (gconstpointer data)
         g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
       else
         g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT);
+      break;
+
+    case FAULT_421:
+      g_assert_cmpuint (failure->reply->code, ==, 421);
+      g_assert_true (outbox_smtp_failure_is_temporary (failure));
+      if (fc->stage == STAGE_STARTTLS)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE);
+      else if (fc->stage == STAGE_AUTH)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_FAILED);
+      else
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+      /* 421 means the server is going away: no QUIT. */
+      g_assert_false (lines_contain (srv, "QUIT"));
+      break;
+
+    case FAULT_GARBAGE:
+    case FAULT_LONG_LINE:
+    case FAULT_MANY_LINES:
+      /* After the final dot, an unreadable answer cannot tell whether the
+       * message was taken. */
+      if (fc->stage == STAGE_DOT)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+      else
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL);
       break;
 
     case N_FAULTS:
@@ -923,6 +1077,8 @@ main (int   argc,
   g_test_add_func ("/engine/ehlo-rejected-helo", test_ehlo_rejected_helo);
   g_test_add_func ("/engine/ehlo-rejected-requires-tls", test_ehlo_rejected_requires_tls);
   g_test_add_func ("/engine/partial-rejection", test_partial_rejection);
+  g_test_add_func ("/engine/pipelining-dsn", test_pipelining_dsn);
+  g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);
   g_test_add_func ("/engine/all-rejected", test_all_rejected);
   g_test_add_func ("/engine/error-greeting", test_error_greeting);
   g_test_add_func ("/engine/starttls-not-offered", test_starttls_not_offered);
