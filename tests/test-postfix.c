@@ -222,10 +222,32 @@ test_deliver_starttls (void)
   result_clear (&r);
 }
 
-static void
-test_deliver_implicit_tls (void)
+/* A big body: dot lines for the DATA stuffing, and one line longer than
+ * SMTP allows. */
+static char *
+make_big_body (guint lines)
 {
-  g_autofree char *root = g_build_filename (test_dir, "store-tls", NULL);
+  GString *body = g_string_new (NULL);
+
+  for (guint i = 0; i < lines; i++)
+    {
+      if (i % 1000 == 0)
+        g_string_append (body, ".\n..leading dots\n");
+      g_string_append_printf (body, "Line %u of the body, with some text to make it longer.\n", i);
+    }
+  for (guint i = 0; i < 1500; i++)
+    g_string_append_c (body, 'x');
+
+  return g_string_free (body, FALSE);
+}
+
+static void
+deliver_big (const char         *name,
+             guint16             port,
+             OutboxSmtpSecurity  security,
+             guint               lines)
+{
+  g_autofree char *root = g_build_filename (test_dir, name, NULL);
   g_autoptr (OutboxStore) store = outbox_store_new (root);
   g_autoptr (OutboxDraft) draft = outbox_draft_new ();
   g_autoptr (GBytes) stored = NULL;
@@ -234,22 +256,14 @@ test_deliver_implicit_tls (void)
   g_autofree char *rcpt = NULL;
   g_autofree char *id = NULL;
   g_autoptr (GError) error = NULL;
-  GString *body = g_string_new (NULL);
   Result r;
-
-  /* A bigger message, with a line longer than SMTP allows. */
-  for (guint i = 0; i < 4000; i++)
-    g_string_append_printf (body, "Line %u of the body, with some text to make it longer.\n", i);
-  for (guint i = 0; i < 1500; i++)
-    g_string_append_c (body, 'x');
 
   draft->from_address = g_strdup (outbox_test_postfix_get_username (postfix));
   draft->to = g_strdup ("bob@outbox.test");
-  draft->subject = g_strdup ("Over implicit TLS");
-  draft->body = g_string_free (body, FALSE);
+  draft->subject = g_strdup (name);
+  draft->body = make_big_body (lines);
 
-  send_draft (store, draft, outbox_test_postfix_get_smtps_port (postfix),
-              OUTBOX_SMTP_SECURITY_TLS, 1, &id, &stored, &delivered, &r);
+  send_draft (store, draft, port, security, 1, &id, &stored, &delivered, &r);
   g_assert_no_error (r.error);
   g_assert_true (r.ok);
 
@@ -260,6 +274,22 @@ test_deliver_implicit_tls (void)
   g_assert_cmpmem (g_bytes_get_data (original, NULL), g_bytes_get_size (original),
                    g_bytes_get_data (stored, NULL), g_bytes_get_size (stored));
   result_clear (&r);
+}
+
+/* This port does not offer CHUNKING: DATA, with dot-stuffing. */
+static void
+test_deliver_implicit_tls (void)
+{
+  deliver_big ("implicit-tls-data", outbox_test_postfix_get_smtps_port (postfix),
+               OUTBOX_SMTP_SECURITY_TLS, 4000);
+}
+
+/* More than one BDAT chunk. */
+static void
+test_deliver_bdat_chunks (void)
+{
+  deliver_big ("starttls-bdat", outbox_test_postfix_get_submission_port (postfix),
+               OUTBOX_SMTP_SECURITY_STARTTLS, 30000);
 }
 
 static void
@@ -372,7 +402,8 @@ main (int   argc,
   g_test_add_func ("/postfix/check-connection", test_check_connection);
   g_test_add_func ("/postfix/wrong-password", test_wrong_password);
   g_test_add_func ("/postfix/deliver-starttls", test_deliver_starttls);
-  g_test_add_func ("/postfix/deliver-implicit-tls", test_deliver_implicit_tls);
+  g_test_add_func ("/postfix/deliver-implicit-tls-data", test_deliver_implicit_tls);
+  g_test_add_func ("/postfix/deliver-bdat-chunks", test_deliver_bdat_chunks);
   g_test_add_func ("/postfix/partial-rejection", test_partial_rejection);
 
   ret = g_test_run ();

@@ -17,6 +17,8 @@
 /* How much of the message is read, filtered and written at once. */
 #define BODY_CHUNK   (64 * 1024)
 #define READ_CHUNK   (16 * 1024)
+/* BDAT chunks: each waits for its reply, so make them large. */
+#define BDAT_CHUNK   (1024 * 1024)
 /* QUIT after a failure or a success gets at most this long. */
 #define QUIT_TIMEOUT_MS 5000
 
@@ -105,6 +107,7 @@ struct _Session
    * the final dot. */
   gboolean               pipelining;
   gboolean               dsn;           /* asked for, and offered */
+  gboolean               chunking;      /* BDAT instead of DATA */
   gboolean               quit_sent;
   OutboxSmtpReply       *mail_refusal;  /* MAIL's refusal while draining */
   guint                  drain_left;
@@ -144,6 +147,7 @@ static void start_auth         (GTask *task);
 static void send_mail          (GTask *task);
 static void send_next_rcpt     (GTask *task);
 static void read_body_chunk    (GTask *task);
+static void start_body         (GTask *task);
 
 void
 outbox_smtp_rejection_free (OutboxSmtpRejection *rejection)
@@ -1410,6 +1414,65 @@ on_body_written (GTask *task)
 }
 
 static void
+on_bdat_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  if (reply->code != 250)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused the message"));
+      return;
+    }
+
+  outbox_smtp_reply_free (reply);
+  read_body_chunk (task);
+}
+
+static void
+on_bdat_written (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  guint64 total = s->message_size > 0 ? (guint64) s->message_size : s->body_read;
+
+  g_signal_emit (s->self, signals[SIGNAL_PROGRESS], 0, (guint64) MIN (s->body_read, total), total);
+
+  if (s->body_eof)
+    {
+      session_set_step (s, OUTBOX_SMTP_STEP_DATA_END);
+      session_read_reply (task, on_data_end_reply);
+      return;
+    }
+
+  session_read_reply (task, on_bdat_reply);
+}
+
+/* One BDAT command with its chunk in one write; the last one says LAST
+ * and, when pipelining, carries QUIT behind it. */
+static void
+send_bdat_chunk (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  GByteArray *chunk = g_steal_pointer (&s->body_out);
+  g_autofree char *header = NULL;
+
+  header = g_strdup_printf ("BDAT %u%s", chunk->len, s->body_eof ? " LAST" : "");
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, header);
+  g_byte_array_prepend (chunk, (const guint8 *) "\r\n", 2);
+  g_byte_array_prepend (chunk, (const guint8 *) header, strlen (header));
+
+  if (s->body_eof && s->pipelining)
+    {
+      g_byte_array_append (chunk, (const guint8 *) "QUIT\r\n", 6);
+      s->quit_sent = TRUE;
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
+    }
+
+  s->body_out = g_byte_array_sized_new (BDAT_CHUNK + BODY_CHUNK + 64);
+  session_write_bytes (task, g_byte_array_free_to_bytes (chunk), OUTBOX_SMTP_STEP_BODY,
+                       on_bdat_written);
+}
+
+static void
 on_body_read_cb (GObject      *source,
                  GAsyncResult *result,
                  gpointer      user_data)
@@ -1446,11 +1509,20 @@ on_body_read_cb (GObject      *source,
     {
       s->body_eof = TRUE;
       outbox_smtp_data_filter_finish (&s->filter, s->body_out);
-      if (s->pipelining)
+      if (s->pipelining && !s->chunking)
         {
           g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
           s->quit_sent = TRUE;
         }
+    }
+
+  if (s->chunking)
+    {
+      if (s->body_out->len >= BDAT_CHUNK || s->body_eof)
+        send_bdat_chunk (g_steal_pointer (&task));
+      else
+        read_body_chunk (g_steal_pointer (&task));
+      return;
     }
 
   /* Gather large writes; the last one carries the final dot. */
@@ -1481,8 +1553,6 @@ static void
 on_data_reply (GTask           *task,
                OutboxSmtpReply *reply)
 {
-  Session *s = g_task_get_task_data (task);
-
   if (reply->code != 354)
     {
       session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
@@ -1491,10 +1561,26 @@ on_data_reply (GTask           *task,
     }
   outbox_smtp_reply_free (reply);
 
+  start_body (task);
+}
+
+static void
+start_body (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
   session_set_step (s, OUTBOX_SMTP_STEP_BODY);
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Sending the message"));
-  outbox_smtp_data_filter_init (&s->filter);
-  s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+  if (s->chunking)
+    {
+      outbox_smtp_data_filter_init_bdat (&s->filter);
+      s->body_out = g_byte_array_sized_new (BDAT_CHUNK + BODY_CHUNK + 64);
+    }
+  else
+    {
+      outbox_smtp_data_filter_init (&s->filter);
+      s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+    }
   s->body_in = g_malloc (BODY_CHUNK);
   read_body_chunk (task);
 }
@@ -1534,7 +1620,7 @@ after_recipients (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
 
-  if (s->accepted == 0 && s->pipelining)
+  if (s->accepted == 0 && s->pipelining && !s->chunking)
     {
       session_set_step (s, OUTBOX_SMTP_STEP_DATA);
       session_read_reply (task, on_pipelined_data_reply_no_rcpt);
@@ -1544,6 +1630,12 @@ after_recipients (GTask *task)
   if (s->accepted == 0)
     {
       fail_all_rejected (task);
+      return;
+    }
+
+  if (s->chunking)
+    {
+      start_body (task);
       return;
     }
 
@@ -1688,7 +1780,14 @@ on_mail_reply (GTask           *task,
       /* The recipients' and DATA's replies are on their way: read them
        * before saying anything else. */
       s->mail_refusal = reply;
-      s->drain_left = s->recipients->len + 1;
+      s->drain_left = s->recipients->len + (s->chunking ? 0 : 1);
+      if (s->drain_left == 0)
+        {
+          s->step = OUTBOX_SMTP_STEP_MAIL;
+          session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
+                              _("The server refused the sender's address"));
+          return;
+        }
       session_read_reply (task, on_drain_reply);
       return;
     }
@@ -1784,6 +1883,7 @@ send_mail (GTask *task)
     }
 
   s->pipelining = outbox_smtp_caps_has (s->caps, "PIPELINING");
+  s->chunking = outbox_smtp_caps_has (s->caps, "CHUNKING");
   if (s->pipelining)
     {
       GString *group = g_string_new (NULL);
@@ -1797,8 +1897,11 @@ send_mail (GTask *task)
           transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, rcpt);
           g_string_append_printf (group, "%s\r\n", rcpt);
         }
-      transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "DATA");
-      g_string_append (group, "DATA\r\n");
+      if (!s->chunking)
+        {
+          transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "DATA");
+          g_string_append (group, "DATA\r\n");
+        }
 
       s->on_reply = on_mail_reply;
       session_write_bytes (task, g_string_free_to_bytes (group), OUTBOX_SMTP_STEP_MAIL,

@@ -12,7 +12,15 @@ outbox_smtp_data_filter_init (OutboxSmtpDataFilter *filter)
 {
   filter->at_line_start = TRUE;
   filter->pending_cr = FALSE;
+  filter->dot_stuffing = TRUE;
   filter->bytes_in = 0;
+}
+
+void
+outbox_smtp_data_filter_init_bdat (OutboxSmtpDataFilter *filter)
+{
+  outbox_smtp_data_filter_init (filter);
+  filter->dot_stuffing = FALSE;
 }
 
 static inline void
@@ -52,7 +60,7 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
         {
           /* Plain bytes are copied in runs; a line starting with "." gets
            * one more. */
-          if (filter->at_line_start && c == '.')
+          if (filter->at_line_start && c == '.' && filter->dot_stuffing)
             g_byte_array_append (out, (const guint8 *) ".", 1);
           filter->at_line_start = FALSE;
           if (!in_run)
@@ -93,5 +101,6 @@ outbox_smtp_data_filter_finish (OutboxSmtpDataFilter *filter,
   if (!filter->at_line_start)
     end_line (filter, out);
 
-  g_byte_array_append (out, (const guint8 *) ".\r\n", 3);
+  if (filter->dot_stuffing)
+    g_byte_array_append (out, (const guint8 *) ".\r\n", 3);
 }

@@ -13,10 +13,14 @@ typedef struct
 {
   gboolean at_line_start;
   gboolean pending_cr;
+  gboolean dot_stuffing;  /* FALSE for BDAT: line endings only, no "." */
   guint64  bytes_in;
 } OutboxSmtpDataFilter;
 
 void outbox_smtp_data_filter_init    (OutboxSmtpDataFilter *filter);
+/* For BDAT (RFC 3030): CRLF line endings, no dot-stuffing, and finish()
+ * only ends the last line. */
+void outbox_smtp_data_filter_init_bdat (OutboxSmtpDataFilter *filter);
 void outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
                                       const guint8         *data,
                                       gsize                 len,

@@ -654,6 +654,7 @@ write_config (OutboxTestPostfix *pf,
     "127.0.0.1:%u inet n - n - - smtpd\n"
     "  -o syslog_name=postfix/smtps\n"
     "  -o smtpd_tls_wrappermode=yes\n"
+    "  -o smtpd_discard_ehlo_keywords=chunking\n"
     "pickup     unix  n - n 60    1 pickup\n"
     "cleanup    unix  n - n -     0 cleanup\n"
     "qmgr       unix  n - n 300   1 qmgr\n"

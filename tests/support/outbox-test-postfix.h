@@ -39,7 +39,7 @@ OutboxTestPostfix *outbox_test_postfix_start               (OutboxTestCa       *
                                                             GError            **error);
 /* 127.0.0.1; STARTTLS required, SASL AUTH only after STARTTLS. */
 guint16            outbox_test_postfix_get_submission_port (OutboxTestPostfix  *pf);
-/* 127.0.0.1; implicit TLS, SASL AUTH. */
+/* 127.0.0.1; implicit TLS, SASL AUTH, no CHUNKING (so clients use DATA). */
 guint16            outbox_test_postfix_get_smtps_port      (OutboxTestPostfix  *pf);
 /* "alice@outbox.test": what the client types as user name. */
 const char        *outbox_test_postfix_get_username        (OutboxTestPostfix  *pf);
