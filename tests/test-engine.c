@@ -546,6 +546,55 @@ test_pipelining_mail_refused (void)
   outcome_clear (&o);
 }
 
+static void
+script_body (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 queued\r\n");
+}
+
+/* A 452 for too many recipients: the rest go in a second transaction. */
+static void
+test_recipient_limit (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (GBytes) first = NULL;
+  g_autoptr (GBytes) second = NULL;
+  const char *rcpts[] = { "a@example.org", "b@example.org", "c@example.org", NULL };
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<a@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<b@example.org>");
+  outbox_test_smtp_server_send (srv, "452 4.5.3 Too many recipients\r\n");
+  script_body (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<b@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<c@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_body (srv);
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, rcpts, &o);
+  g_assert_no_error (o.error);
+  assert_no_failure (srv);
+  g_assert_cmpuint (o.rejected->len, ==, 0);
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 2);
+  first = outbox_test_smtp_server_get_data_nth (srv, 0);
+  second = outbox_test_smtp_server_get_data_nth (srv, 1);
+  g_assert_true (g_bytes_equal (first, second));
+  outcome_clear (&o);
+}
+
 /* STARTTLS safety ------------------------------------------------------------ */
 
 static void
@@ -1078,6 +1127,7 @@ main (int   argc,
   g_test_add_func ("/engine/ehlo-rejected-requires-tls", test_ehlo_rejected_requires_tls);
   g_test_add_func ("/engine/partial-rejection", test_partial_rejection);
   g_test_add_func ("/engine/pipelining-dsn", test_pipelining_dsn);
+  g_test_add_func ("/engine/recipient-limit", test_recipient_limit);
   g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);
   g_test_add_func ("/engine/all-rejected", test_all_rejected);
   g_test_add_func ("/engine/error-greeting", test_error_greeting);

@@ -116,6 +116,7 @@ struct _Session
   guint                  rcpt_index;
   guint                  accepted;
   GPtrArray             *rejected;     /* OutboxSmtpRejection */
+  GPtrArray             *deferred;     /* OutboxSmtpRejection: 452, for the next transaction */
 
   /* Body. */
   OutboxSmtpDataFilter   filter;
@@ -195,6 +196,7 @@ session_free (Session *s)
   g_free (s->read_chunk);
   g_clear_pointer (&s->pending_write, g_bytes_unref);
   g_clear_pointer (&s->rejected, g_ptr_array_unref);
+  g_clear_pointer (&s->deferred, g_ptr_array_unref);
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_free (s->body_in);
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
@@ -1374,6 +1376,50 @@ start_auth (GTask *task)
 
 /* MAIL, RCPT, DATA ---------------------------------------------------------- */
 
+/* The same message again, for the recipients a 452 put off. */
+static void
+next_transaction (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *line = NULL;
+
+  if (!G_IS_SEEKABLE (s->message) || !g_seekable_can_seek (G_SEEKABLE (s->message)) ||
+      !g_seekable_seek (G_SEEKABLE (s->message), 0, G_SEEK_SET, NULL, &error))
+    {
+      /* Cannot read the message again: report them as refused. */
+      while (s->deferred->len > 0)
+        g_ptr_array_add (s->rejected, g_ptr_array_steal_index (s->deferred, 0));
+      session_quit (task);
+      return;
+    }
+
+  g_ptr_array_set_size (s->recipients, 0);
+  for (guint i = 0; i < s->deferred->len; i++)
+    {
+      OutboxSmtpRejection *deferred = g_ptr_array_index (s->deferred, i);
+
+      g_ptr_array_add (s->recipients, g_strdup (deferred->address));
+    }
+  g_ptr_array_set_size (s->deferred, 0);
+
+  line = g_strdup_printf (ngettext ("The server takes fewer recipients per message: sending again "
+                                    "for the other %u",
+                                    "The server takes fewer recipients per message: sending again "
+                                    "for the other %u",
+                                    s->recipients->len),
+                          s->recipients->len);
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
+
+  s->rcpt_index = 0;
+  s->accepted = 0;
+  s->body_eof = FALSE;
+  s->body_read = 0;
+  g_clear_pointer (&s->body_out, g_byte_array_unref);
+  g_clear_pointer (&s->body_in, g_free);
+  send_mail (task);
+}
+
 static void
 on_data_end_reply (GTask           *task,
                    OutboxSmtpReply *reply)
@@ -1387,7 +1433,15 @@ on_data_end_reply (GTask           *task,
       return;
     }
 
+  g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
   s->final_reply = reply;
+
+  if (s->deferred->len > 0)
+    {
+      next_transaction (task);
+      return;
+    }
+
   session_quit (task);
 }
 
@@ -1460,7 +1514,7 @@ send_bdat_chunk (GTask *task)
   g_byte_array_prepend (chunk, (const guint8 *) "\r\n", 2);
   g_byte_array_prepend (chunk, (const guint8 *) header, strlen (header));
 
-  if (s->body_eof && s->pipelining)
+  if (s->body_eof && s->pipelining && s->deferred->len == 0)
     {
       g_byte_array_append (chunk, (const guint8 *) "QUIT\r\n", 6);
       s->quit_sent = TRUE;
@@ -1509,7 +1563,7 @@ on_body_read_cb (GObject      *source,
     {
       s->body_eof = TRUE;
       outbox_smtp_data_filter_finish (&s->filter, s->body_out);
-      if (s->pipelining && !s->chunking)
+      if (s->pipelining && !s->chunking && s->deferred->len == 0)
         {
           g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
           s->quit_sent = TRUE;
@@ -1620,6 +1674,13 @@ after_recipients (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
 
+  if (s->accepted == 0)
+    {
+      /* Nobody accepted in this transaction: a 452 is a refusal too. */
+      while (s->deferred->len > 0)
+        g_ptr_array_add (s->rejected, g_ptr_array_steal_index (s->deferred, 0));
+    }
+
   if (s->accepted == 0 && s->pipelining && !s->chunking)
     {
       session_set_step (s, OUTBOX_SMTP_STEP_DATA);
@@ -1688,6 +1749,23 @@ on_rcpt_reply (GTask           *task,
   if (reply->code == 250 || reply->code == 251)
     {
       s->accepted++;
+      outbox_smtp_reply_free (reply);
+    }
+  else if (reply->code == 452)
+    {
+      /* Too many recipients for one message (RFC 5321 4.5.3.1.10): the
+       * rest go in another transaction. Without pipelining, stop asking. */
+      guint last = s->pipelining ? s->rcpt_index : s->recipients->len - 1;
+
+      for (guint i = s->rcpt_index; i <= last; i++)
+        {
+          OutboxSmtpRejection *deferred = g_new0 (OutboxSmtpRejection, 1);
+
+          deferred->address = g_strdup (g_ptr_array_index (s->recipients, i));
+          deferred->reply = outbox_smtp_reply_copy (reply);
+          g_ptr_array_add (s->deferred, deferred);
+        }
+      s->rcpt_index = last;
       outbox_smtp_reply_free (reply);
     }
   else
@@ -1946,6 +2024,7 @@ session_new (OutboxSmtpClient *self,
   s->rbuf = g_byte_array_new ();
   s->read_chunk = g_malloc (READ_CHUNK);
   s->rejected = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
+  s->deferred = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
   s->step = OUTBOX_SMTP_STEP_NONE;
 
   return s;
