@@ -595,6 +595,55 @@ test_recipient_limit (void)
   outcome_clear (&o);
 }
 
+/* 8-bit data: BODY=8BITMIME where offered, else the 7-bit copy. */
+static void
+test_8bitmime (void)
+{
+  const char *eight = "Subject: x\n\nCaf\xc3\xa9\n";
+  const char *seven = "Subject: x\nContent-Transfer-Encoding: quoted-printable\n\nCaf=C3=A9\n";
+
+  for (guint offered = 0; offered < 2; offered++)
+    {
+      g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+      g_autoptr (OutboxSmtpClient) client = NULL;
+      g_autoptr (GInputStream) fallback = g_memory_input_stream_new_from_data (seven, -1, NULL);
+      g_autoptr (GBytes) data = NULL;
+      Outcome o;
+
+      outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+      outbox_test_smtp_server_expect (srv, "EHLO *");
+      outbox_test_smtp_server_send (srv, "250-test.example\r\n250 STARTTLS\r\n");
+      outbox_test_smtp_server_expect (srv, "STARTTLS");
+      outbox_test_smtp_server_send (srv, "220 go ahead\r\n");
+      outbox_test_smtp_server_starttls (srv);
+      outbox_test_smtp_server_expect (srv, "EHLO *");
+      outbox_test_smtp_server_send (srv, offered ? "250-test.example\r\n250-8BITMIME\r\n"
+                                                   "250 AUTH PLAIN\r\n"
+                                                 : "250-test.example\r\n250 AUTH PLAIN\r\n");
+      script_auth_plain (srv);
+      outbox_test_smtp_server_expect (srv, offered ? "MAIL FROM:<" USER "> BODY=8BITMIME"
+                                                   : "MAIL FROM:<" USER ">");
+      outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+      outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+      outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+      script_body (srv);
+      script_quit (srv);
+      outbox_test_smtp_server_start (srv);
+
+      client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+      outbox_smtp_client_set_8bit (client, TRUE, fallback, strlen (seven));
+      run_client (client, bob, eight, NULL, FALSE, &o);
+      g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+      g_assert_no_error (o.error);
+      assert_no_failure (srv);
+
+      data = outbox_test_smtp_server_get_data (srv);
+      g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data),
+                                      offered ? "Caf\xc3\xa9" : "Caf=C3=A9"));
+      outcome_clear (&o);
+    }
+}
+
 /* STARTTLS safety ------------------------------------------------------------ */
 
 static void
@@ -1128,6 +1177,7 @@ main (int   argc,
   g_test_add_func ("/engine/partial-rejection", test_partial_rejection);
   g_test_add_func ("/engine/pipelining-dsn", test_pipelining_dsn);
   g_test_add_func ("/engine/recipient-limit", test_recipient_limit);
+  g_test_add_func ("/engine/8bitmime", test_8bitmime);
   g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);
   g_test_add_func ("/engine/all-rejected", test_all_rejected);
   g_test_add_func ("/engine/error-greeting", test_error_greeting);

@@ -35,6 +35,9 @@ struct _OutboxSmtpClient
   char               *helo_name;
   guint               timeouts[OUTBOX_SMTP_N_STEPS];
   OutboxSmtpDsn      *dsn;
+  gboolean            has_8bit;
+  GInputStream       *fallback_7bit;
+  goffset             fallback_size;
 
   OutboxSmtpFailure  *failure;
   GString            *transcript;
@@ -895,8 +898,12 @@ static gboolean
 session_check_injection (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
+  GSocket *socket = g_socket_connection_get_socket (s->socket_conn);
 
-  if (s->rbuf->len == 0 && outbox_smtp_reply_parser_is_idle (s->parser))
+  /* Nothing may follow the 220: not in what was read, not in a partial
+   * line, and not waiting in the socket. */
+  if (s->rbuf->len == 0 && outbox_smtp_reply_parser_is_idle (s->parser) &&
+      !(g_socket_condition_check (socket, G_IO_IN) & G_IO_IN))
     return TRUE;
 
   session_fail_with (task,
@@ -1930,6 +1937,29 @@ send_mail (GTask *task)
       return;
     }
 
+  /* 8-bit data: BODY=8BITMIME when offered, else the 7-bit copy. */
+  if (self->has_8bit && !outbox_smtp_caps_has (s->caps, "8BITMIME"))
+    {
+      if (self->fallback_7bit == NULL)
+        {
+          g_string_free (line, TRUE);
+          session_fail_with (task,
+                             g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
+                                          _("The message contains 8-bit data, and %s only "
+                                            "accepts 7-bit messages (no 8BITMIME)."),
+                                          self->host),
+                             NULL, TRUE);
+          return;
+        }
+      if (s->message != self->fallback_7bit)
+        {
+          transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO,
+                          _("The server takes only 7-bit messages: sending the 7-bit copy"));
+          g_set_object (&s->message, self->fallback_7bit);
+          s->message_size = self->fallback_size;
+        }
+    }
+
   if (limit > 0 && s->message_size > 0 && (guint64) s->message_size > limit)
     {
       g_string_free (line, TRUE);
@@ -1946,6 +1976,8 @@ send_mail (GTask *task)
     g_string_append_printf (line, " SIZE=%" G_GUINT64_FORMAT, (guint64) s->message_size);
   if (utf8)
     g_string_append (line, " SMTPUTF8");
+  if (self->has_8bit && outbox_smtp_caps_has (s->caps, "8BITMIME"))
+    g_string_append (line, " BODY=8BITMIME");
 
   s->dsn = self->dsn != NULL && outbox_smtp_caps_has (s->caps, "DSN");
   if (self->dsn != NULL && !s->dsn)
@@ -2204,6 +2236,7 @@ outbox_smtp_client_finalize (GObject *object)
   g_clear_object (&self->extra_ca);
   g_free (self->helo_name);
   g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
+  g_clear_object (&self->fallback_7bit);
   g_clear_pointer (&self->failure, outbox_smtp_failure_free);
   g_string_free (self->transcript, TRUE);
 
@@ -2334,6 +2367,20 @@ outbox_smtp_client_set_dsn (OutboxSmtpClient    *self,
 
   g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
   self->dsn = outbox_smtp_dsn_copy (dsn);
+}
+
+void
+outbox_smtp_client_set_8bit (OutboxSmtpClient *self,
+                             gboolean          has_8bit,
+                             GInputStream     *fallback_7bit,
+                             goffset           fallback_size)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (fallback_7bit == NULL || G_IS_INPUT_STREAM (fallback_7bit));
+
+  self->has_8bit = has_8bit;
+  g_set_object (&self->fallback_7bit, fallback_7bit);
+  self->fallback_size = fallback_size;
 }
 
 void

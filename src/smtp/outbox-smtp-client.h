@@ -64,6 +64,16 @@ guint             outbox_smtp_client_get_timeout      (OutboxSmtpClient    *self
 void              outbox_smtp_client_set_dsn          (OutboxSmtpClient    *self,
                                                        const OutboxSmtpDsn *dsn);
 
+/* For the next send: whether the message has 8-bit data (bytes over 127
+ * outside base64/quoted-printable parts). With 8BITMIME on the server it
+ * goes as BODY=8BITMIME; otherwise @fallback_7bit (nullable), the same
+ * message in 7-bit transfer encodings, is sent instead, and without one
+ * the send fails before MAIL with OUTBOX_SMTP_ERROR_REJECTED. */
+void              outbox_smtp_client_set_8bit         (OutboxSmtpClient    *self,
+                                                       gboolean             has_8bit,
+                                                       GInputStream        *fallback_7bit,
+                                                       goffset              fallback_size);
+
 /* Sends a message read from @message (an RFC 5322 message, any line
  * endings) to @recipients. @message_size is used for progress (and SIZE);
  * pass -1 if unknown. */
