@@ -1,6 +1,7 @@
-/* Scratch test (not in the repo): the sender against the engine and the
- * scripted loopback server. */
-#define G_LOG_DOMAIN "test-sender"
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* The sender against the engine and the scripted loopback server: what is
+ * recorded in the store for each outcome. */
+#define G_LOG_DOMAIN "outbox-test"
 #include "config.h"
 #include <locale.h>
 #include <string.h>
@@ -10,7 +11,12 @@
 
 static const char message_text[] = "From: Ada <ada@example.test>\nTo: bob@example.test\nSubject: Hi\n\nHello.\n.dot line\n";
 
-typedef struct { char *root; OutboxStore *store; char *id; } Fixture;
+typedef struct
+{
+  char        *root;
+  OutboxStore *store;
+  char        *id;
+} Fixture;
 
 static void
 set_up (Fixture *f, gconstpointer d)
@@ -35,7 +41,13 @@ tear_down (Fixture *f, gconstpointer d)
   g_free (f->id);
 }
 
-typedef struct { gboolean done; gboolean ok; GError *error; GPtrArray *rejected; } Outcome;
+typedef struct
+{
+  gboolean   done;
+  gboolean   ok;
+  GError    *error;
+  GPtrArray *rejected;
+} Outcome;
 
 static void
 sent_cb (GObject *o, GAsyncResult *r, gpointer u)
@@ -81,7 +93,7 @@ assert_state (Fixture *f, OutboxFolder folder, OutboxMessageState state, guint a
   g_autofree char *detail = NULL;
   g_auto (GStrv) ids = outbox_store_list (f->store, folder, &error);
   g_assert_no_error (error);
-  g_assert_true (g_strv_contains ((const char * const *) ids, f->id));
+  g_assert_true (g_strv_contains ((const char *const *) ids, f->id));
   g_assert_cmpint (outbox_store_get_state (f->store, folder, f->id, &detail, &error), ==, state);
   g_assert_no_error (error);
   g_test_message ("state %d detail: %s", state, detail);
@@ -224,6 +236,67 @@ test_missing (Fixture *f, gconstpointer d)
   g_clear_error (&out.error);
 }
 
+/* A stored 8-bit message, and a server without 8BITMIME: the 7-bit copy
+ * goes out, and the stored message is untouched. */
+static void
+test_8bit_downgrade (Fixture *f, gconstpointer d)
+{
+  static const char eight[] = "From: ada@example.test\nTo: bob@example.test\nSubject: x\n"
+                              "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+                              "Content-Transfer-Encoding: 8bit\n\nCaf\xc3\xa9 cr\xc3\xa8me\n";
+  const char *const rcpt[] = { "bob@example.test", NULL };
+  g_autoptr (OutboxEnvelope) env = outbox_envelope_new ("ada@example.test", rcpt);
+  g_autoptr (GBytes) bytes = g_bytes_new_static (eight, strlen (eight));
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp = NULL;
+  const char      *text;
+  gsize            len;
+  Outcome          out;
+
+  g_free (f->id);
+  f->id = outbox_store_add (f->store, OUTBOX_FOLDER_OUTBOX, bytes, env, "acc", &error);
+  g_assert_no_error (error);
+
+  outbox_test_smtp_server_send (srv, "220 test ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test\r\n250 SIZE\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<ada@example.test>*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_assert_no_error (out.error);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+
+  data = outbox_test_smtp_server_get_data (srv);
+  text = g_bytes_get_data (data, &len);
+  for (gsize i = 0; i < len; i++)
+    g_assert_cmpint (text[i] & 0x80, ==, 0);
+  g_assert_nonnull (g_strstr_len (text, len, "Content-Transfer-Encoding: quoted-printable"));
+  g_assert_nonnull (g_strstr_len (text, len, "Caf=C3=A9 cr=C3=A8me"));
+  assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
+
+  /* The copy is gone once sent. */
+  tmp = g_build_filename (f->root, "outbox", "tmp", NULL);
+  {
+    g_autoptr (GDir) dir = g_dir_open (tmp, 0, NULL);
+    const char *name;
+
+    while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+      g_assert_false (g_str_has_suffix (name, ".7bit"));
+  }
+  g_clear_pointer (&out.rejected, g_ptr_array_unref);
+}
+
 static void
 test_state_for_error (void)
 {
@@ -253,6 +326,7 @@ main (int argc, char *argv[])
   g_test_add ("/sender/refused", Fixture, NULL, set_up, test_refused, tear_down);
   g_test_add ("/sender/cancelled", Fixture, NULL, set_up, test_cancelled, tear_down);
   g_test_add ("/sender/missing", Fixture, NULL, set_up, test_missing, tear_down);
+  g_test_add ("/sender/8bit-downgrade", Fixture, NULL, set_up, test_8bit_downgrade, tear_down);
   g_test_add_func ("/sender/state-for-error", test_state_for_error);
   return g_test_run ();
 }

@@ -3,6 +3,7 @@
 
 #include "config.h"
 
+#include <fcntl.h>
 #include <string.h>
 
 #include <glib/gi18n-lib.h>
@@ -15,6 +16,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeMessage, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimePart, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeStream, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeDataWrapper, g_object_unref)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeParser, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddress, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
@@ -703,4 +705,101 @@ outbox_message_to_bytes (GMimeMessage *message)
   array = g_mime_stream_mem_get_byte_array (GMIME_STREAM_MEM (stream));
 
   return g_bytes_new (array->data, array->len);
+}
+
+gboolean
+outbox_message_file_has_8bit (GFile         *file,
+                              GCancellable  *cancellable,
+                              GError       **error)
+{
+  g_autoptr (GFileInputStream) stream = NULL;
+  g_autofree guint8 *buf = NULL;
+  gssize n;
+
+  g_return_val_if_fail (G_IS_FILE (file), FALSE);
+
+  stream = g_file_read (file, cancellable, error);
+  if (stream == NULL)
+    return FALSE;
+
+  buf = g_malloc (64 * 1024);
+  while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 64 * 1024, cancellable, error)) > 0)
+    {
+      for (gssize i = 0; i < n; i++)
+        if (buf[i] & 0x80)
+          return TRUE;
+    }
+
+  return FALSE;
+}
+
+static void
+downgrade_part (GMimeObject *parent,
+                GMimeObject *part,
+                gpointer     user_data)
+{
+  GMimeContentEncoding encoding;
+
+  if (!GMIME_IS_PART (part))
+    return;
+
+  encoding = g_mime_part_get_content_encoding (GMIME_PART (part));
+  if (encoding == GMIME_CONTENT_ENCODING_BASE64 ||
+      encoding == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+      encoding == GMIME_CONTENT_ENCODING_UUENCODE)
+    return;
+
+  /* Text stays readable in quoted-printable; anything else gets the best
+   * of 7bit and base64. */
+  encoding = g_mime_part_get_best_content_encoding (GMIME_PART (part), GMIME_ENCODING_CONSTRAINT_7BIT);
+  if (encoding == GMIME_CONTENT_ENCODING_BASE64 &&
+      g_mime_content_type_is_type (g_mime_object_get_content_type (part), "text", "*"))
+    encoding = GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
+  g_mime_part_set_content_encoding (GMIME_PART (part), encoding);
+}
+
+gboolean
+outbox_message_write_7bit (GFile   *source,
+                           GFile   *dest,
+                           GError **error)
+{
+  g_autofree char *source_path = g_file_get_path (source);
+  g_autofree char *dest_path = g_file_get_path (dest);
+  g_autoptr (GMimeStream) in = NULL;
+  g_autoptr (GMimeStream) out = NULL;
+  g_autoptr (GMimeParser) parser = NULL;
+  g_autoptr (GMimeMessage) message = NULL;
+
+  g_return_val_if_fail (source_path != NULL && dest_path != NULL, FALSE);
+
+  outbox_message_init ();
+
+  in = g_mime_stream_fs_open (source_path, O_RDONLY, 0, error);
+  if (in == NULL)
+    return FALSE;
+
+  parser = g_mime_parser_new_with_stream (in);
+  message = g_mime_parser_construct_message (parser, NULL);
+  if (message == NULL)
+    {
+      g_set_error (error, OUTBOX_MESSAGE_ERROR, OUTBOX_MESSAGE_ERROR_INVALID_MESSAGE,
+                   _("The message could not be read as an email message."));
+      return FALSE;
+    }
+
+  g_mime_message_foreach (message, downgrade_part, NULL);
+
+  out = g_mime_stream_fs_open (dest_path, O_WRONLY | O_CREAT | O_TRUNC, 0600, error);
+  if (out == NULL)
+    return FALSE;
+
+  if (g_mime_object_write_to_stream (GMIME_OBJECT (message), NULL, out) < 0 ||
+      g_mime_stream_flush (out) != 0)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                   _("Could not write the 7-bit copy of the message."));
+      return FALSE;
+    }
+
+  return TRUE;
 }

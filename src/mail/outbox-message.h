@@ -12,6 +12,7 @@ typedef enum
   OUTBOX_MESSAGE_ERROR_INVALID_ADDRESS,
   OUTBOX_MESSAGE_ERROR_NO_RECIPIENTS,
   OUTBOX_MESSAGE_ERROR_NO_SENDER,
+  OUTBOX_MESSAGE_ERROR_INVALID_MESSAGE,
 } OutboxMessageError;
 
 /* What the user wrote. Address fields are the text of the entry, several
@@ -59,6 +60,17 @@ GMimeMessage   *outbox_message_build        (const OutboxDraft  *draft,
                                              GError            **error);
 /* The message as it will be stored: LF line endings. */
 GBytes         *outbox_message_to_bytes     (GMimeMessage *message);
+
+/* Whether a stored message has bytes over 127 (blocking: for worker
+ * threads). */
+gboolean        outbox_message_file_has_8bit (GFile         *file,
+                                              GCancellable  *cancellable,
+                                              GError       **error);
+/* Writes @source again with every 8-bit part in quoted-printable or
+ * base64, for servers without 8BITMIME (blocking). */
+gboolean        outbox_message_write_7bit   (GFile         *source,
+                                             GFile         *dest,
+                                             GError       **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (OutboxDraft, outbox_draft_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (OutboxEnvelope, outbox_envelope_free)

@@ -18,6 +18,9 @@ typedef struct
   OutboxEnvelope    *envelope;
   GFileInputStream  *stream;
   goffset            size;
+  GFile             *copy_7bit;  /* for servers without 8BITMIME */
+  GFileInputStream  *stream_7bit;
+  goffset            size_7bit;
   GPtrArray         *rejected;
   OutboxSmtpReply   *final_reply;
   GError            *send_error; /* the engine's error, returned as is */
@@ -32,6 +35,8 @@ send_data_free (SendData *data)
   g_clear_object (&data->client);
   g_clear_pointer (&data->envelope, outbox_envelope_free);
   g_clear_object (&data->stream);
+  g_clear_object (&data->stream_7bit);
+  g_clear_object (&data->copy_7bit);
   g_clear_pointer (&data->rejected, g_ptr_array_unref);
   g_clear_pointer (&data->final_reply, outbox_smtp_reply_free);
   g_clear_error (&data->send_error);
@@ -135,6 +140,12 @@ record_thread (GTask        *task,
   SendData *data = task_data;
   g_autoptr (GError) error = NULL;
 
+  if (data->copy_7bit != NULL && !g_file_delete (data->copy_7bit, NULL, &error))
+    {
+      g_debug ("Could not remove the 7-bit copy: %s", error->message);
+      g_clear_error (&error);
+    }
+
   if (data->send_error == NULL)
     {
       g_autofree char *detail = NULL;
@@ -218,6 +229,7 @@ send_cb (GObject      *object,
 
   /* Closing a local file does not block. */
   g_clear_object (&data->stream);
+  g_clear_object (&data->stream_7bit);
 
   record_outcome (g_steal_pointer (&task));
 }
@@ -241,6 +253,9 @@ query_info_cb (GObject      *object,
 
   if (g_task_return_error_if_cancelled (task))
     return;
+
+  outbox_smtp_client_set_8bit (data->client, data->stream_7bit != NULL,
+                               G_INPUT_STREAM (data->stream_7bit), data->size_7bit);
 
   cancellable = g_task_get_cancellable (task);
   outbox_smtp_client_send_async (data->client, data->envelope->from,
@@ -301,6 +316,32 @@ load_thread (GTask        *task,
     }
 
   data->envelope = envelope;
+
+  /* A message with 8-bit data gets a 7-bit copy too, in case the server
+   * has no 8BITMIME. Messages Outbox builds are always 7-bit. */
+  if (outbox_message_file_has_8bit (file, cancellable, NULL))
+    {
+      g_autofree char *folder = outbox_store_get_folder_path (data->store, OUTBOX_FOLDER_OUTBOX);
+      g_autofree char *name = g_strconcat (data->id, ".7bit", NULL);
+      g_autofree char *path = g_build_filename (folder, "tmp", name, NULL);
+      g_autoptr (GFile) copy = g_file_new_for_path (path);
+      g_autoptr (GFileInfo) info = NULL;
+
+      if (!outbox_message_write_7bit (file, copy, &error) ||
+          (data->stream_7bit = g_file_read (copy, cancellable, &error)) == NULL ||
+          (info = g_file_input_stream_query_info (data->stream_7bit, G_FILE_ATTRIBUTE_STANDARD_SIZE,
+                                                  cancellable, &error)) == NULL)
+        {
+          g_debug ("No 7-bit copy of message %s: %s", data->id, error->message);
+          g_clear_error (&error);
+          g_clear_object (&data->stream_7bit);
+        }
+      else
+        data->size_7bit = g_file_info_get_size (info);
+
+      data->copy_7bit = g_steal_pointer (&copy);
+    }
+
   g_task_return_pointer (task, file, g_object_unref);
 }
 
