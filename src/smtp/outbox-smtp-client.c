@@ -110,6 +110,9 @@ struct _Session
    * the final dot. */
   gboolean               pipelining;
   gboolean               dsn;           /* asked for, and offered */
+  gboolean               has_8bit;      /* this send's message has 8-bit data */
+  GInputStream          *fallback_7bit;
+  goffset                fallback_size;
   gboolean               chunking;      /* BDAT instead of DATA */
   gboolean               quit_sent;
   OutboxSmtpReply       *mail_refusal;  /* MAIL's refusal while draining */
@@ -190,6 +193,7 @@ session_free (Session *s)
   g_free (s->from);
   g_clear_pointer (&s->recipients, g_ptr_array_unref);
   g_clear_object (&s->message);
+  g_clear_object (&s->fallback_7bit);
   g_clear_object (&s->socket_client);
   g_clear_object (&s->tls_conn);
   g_clear_object (&s->socket_conn);
@@ -1890,6 +1894,19 @@ on_mail_reply (GTask           *task,
   send_next_rcpt (task);
 }
 
+/* Megabytes with enough decimals to tell small sizes apart. */
+static char *
+format_mb (guint64 bytes)
+{
+  double mb = bytes / 1e6;
+
+  if (mb >= 10)
+    return g_strdup_printf ("%.0f", mb);
+  if (mb >= 0.1)
+    return g_strdup_printf ("%.1f", mb);
+  return g_strdup_printf ("%.3f", mb);
+}
+
 static gboolean
 needs_smtputf8 (Session *s)
 {
@@ -1938,9 +1955,9 @@ send_mail (GTask *task)
     }
 
   /* 8-bit data: BODY=8BITMIME when offered, else the 7-bit copy. */
-  if (self->has_8bit && !outbox_smtp_caps_has (s->caps, "8BITMIME"))
+  if (s->has_8bit && !outbox_smtp_caps_has (s->caps, "8BITMIME"))
     {
-      if (self->fallback_7bit == NULL)
+      if (s->fallback_7bit == NULL)
         {
           g_string_free (line, TRUE);
           session_fail_with (task,
@@ -1951,22 +1968,25 @@ send_mail (GTask *task)
                              NULL, TRUE);
           return;
         }
-      if (s->message != self->fallback_7bit)
+      if (s->message != s->fallback_7bit)
         {
           transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO,
                           _("The server takes only 7-bit messages: sending the 7-bit copy"));
-          g_set_object (&s->message, self->fallback_7bit);
-          s->message_size = self->fallback_size;
+          g_set_object (&s->message, s->fallback_7bit);
+          s->message_size = s->fallback_size;
         }
     }
 
   if (limit > 0 && s->message_size > 0 && (guint64) s->message_size > limit)
     {
+      g_autofree char *size_mb = format_mb (s->message_size);
+      g_autofree char *limit_mb = format_mb (limit);
+
       g_string_free (line, TRUE);
       session_fail_with (task,
                          g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
-                                      _("The message is %.1f MB, but %s accepts at most %.1f MB."),
-                                      s->message_size / 1e6, self->host, limit / 1e6),
+                                      _("The message is %s MB, but %s accepts at most %s MB."),
+                                      size_mb, self->host, limit_mb),
                          NULL, TRUE);
       return;
     }
@@ -1976,7 +1996,7 @@ send_mail (GTask *task)
     g_string_append_printf (line, " SIZE=%" G_GUINT64_FORMAT, (guint64) s->message_size);
   if (utf8)
     g_string_append (line, " SMTPUTF8");
-  if (self->has_8bit && outbox_smtp_caps_has (s->caps, "8BITMIME"))
+  if (s->has_8bit && outbox_smtp_caps_has (s->caps, "8BITMIME"))
     g_string_append (line, " BODY=8BITMIME");
 
   s->dsn = self->dsn != NULL && outbox_smtp_caps_has (s->caps, "DSN");
@@ -2062,6 +2082,19 @@ session_new (OutboxSmtpClient *self,
   return s;
 }
 
+static gboolean
+same_mailbox (const char *a,
+              const char *b)
+{
+  const char *at_a = strrchr (a, '@');
+  const char *at_b = strrchr (b, '@');
+
+  if (at_a == NULL || at_b == NULL || at_a - a != at_b - b)
+    return FALSE;
+
+  return strncmp (a, b, at_a - a) == 0 && g_ascii_strcasecmp (at_a, at_b) == 0;
+}
+
 /* Fails before any connection: records the failure and completes. */
 static void
 fail_early (OutboxSmtpClient *self,
@@ -2106,6 +2139,13 @@ outbox_smtp_client_send_async (OutboxSmtpClient    *self,
   g_task_set_task_data (task, s, (GDestroyNotify) session_free);
   s->message = g_object_ref (message);
   s->message_size = message_size;
+
+  /* The 8-bit setting belongs to this send only. */
+  s->has_8bit = self->has_8bit;
+  s->fallback_7bit = g_steal_pointer (&self->fallback_7bit);
+  s->fallback_size = self->fallback_size;
+  self->has_8bit = FALSE;
+  self->fallback_size = 0;
   s->recipients = g_ptr_array_new_with_free_func (g_free);
 
   /* Every address is checked before connecting. */
@@ -2126,9 +2166,10 @@ outbox_smtp_client_send_async (OutboxSmtpClient    *self,
           return;
         }
 
-      /* The same recipient once. */
-      for (guint j = 0; j < s->recipients->len; j++)
-        if (g_ascii_strcasecmp (g_ptr_array_index (s->recipients, j), envelope) == 0)
+      /* The same recipient once: local parts are case-sensitive, domains
+       * are not. */
+      for (guint j = 0; j < s->recipients->len && envelope != NULL; j++)
+        if (same_mailbox (g_ptr_array_index (s->recipients, j), envelope))
           g_clear_pointer (&envelope, g_free);
 
       if (envelope != NULL)

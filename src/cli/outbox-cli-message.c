@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-cli"
+
+#include "config.h"
+
+#include <string.h>
+
+#include <glib/gi18n.h>
+#include <gmime/gmime.h>
+
+#include "outbox-cli-message.h"
+#include "outbox-message.h"
+#include "outbox-smtp-address.h"
+#include "outbox-smtp-error.h"
+
+struct _OutboxCliMessage
+{
+  GString   *header;        /* the fields kept, each ending in LF */
+  GBytes    *body;          /* (nullable) what follows the empty line */
+  gboolean   has_separator; /* an empty line follows the header */
+  gboolean   has_from;
+  gboolean   has_date;
+  gboolean   has_message_id;
+  char      *from_address;
+  GPtrArray *recipients; /* NULL-terminated */
+};
+
+/* clang-format off */
+G_DEFINE_QUARK (outbox-cli-message-error-quark, outbox_cli_message_error)
+/* clang-format on */
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddress, g_object_unref)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
+
+/* Helpers */
+
+/* CRLF becomes LF; everything else stays as it is. */
+static GByteArray *
+normalize_line_ends (const guint8 *data,
+                     gsize         len)
+{
+  GByteArray *out = g_byte_array_sized_new (len);
+  gsize       start = 0;
+  gsize       i;
+
+  for (i = 0; i + 1 < len; i++)
+    {
+      if (data[i] == '\r' && data[i + 1] == '\n')
+        {
+          g_byte_array_append (out, data + start, i - start);
+          start = i + 1;
+        }
+    }
+  g_byte_array_append (out, data + start, len - start);
+
+  return out;
+}
+
+/* The length of the field name of @line if it begins a header field
+ * ("Name:" or the obsolete "Name :"), else 0. */
+static gsize
+field_name_length (const char *line,
+                   gsize       len)
+{
+  gsize name_len = 0;
+  gsize i;
+
+  /* RFC 5322 ftext: printable US-ASCII except the colon. */
+  while (name_len < len && line[name_len] >= 33 && line[name_len] <= 126 &&
+         line[name_len] != ':')
+    name_len++;
+
+  if (name_len == 0)
+    return 0;
+
+  for (i = name_len; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+    ;
+
+  if (i < len && line[i] == ':')
+    return name_len;
+
+  return 0;
+}
+
+static gboolean
+name_is (const char *name,
+         gsize       name_len,
+         const char *wanted)
+{
+  return strlen (wanted) == name_len && g_ascii_strncasecmp (name, wanted, name_len) == 0;
+}
+
+/* A header line shown in an error message. */
+static char *
+visible_line (const char *line,
+              gsize       len)
+{
+  return outbox_smtp_make_visible (line, MIN (len, 78));
+}
+
+static gboolean
+add_address (OutboxCliMessage *self,
+             const char       *field,
+             const char       *address,
+             GError          **error)
+{
+  g_autoptr (GError) local_error = NULL;
+
+  if (!outbox_smtp_address_validate (address, &local_error))
+    {
+      /* TRANSLATORS: the first %s is a header field (To, Cc, Bcc), the
+       * second why an address in it cannot be used. */
+      g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_ADDRESS,
+                   _("%s: %s"), field, local_error->message);
+      return FALSE;
+    }
+
+  g_ptr_array_insert (self->recipients, self->recipients->len - 1, g_strdup (address));
+  return TRUE;
+}
+
+static gboolean
+add_address_list (OutboxCliMessage    *self,
+                  const char          *field,
+                  InternetAddressList *list,
+                  GError             **error)
+{
+  int n = internet_address_list_length (list);
+  int i;
+
+  for (i = 0; i < n; i++)
+    {
+      InternetAddress *ia = internet_address_list_get_address (list, i);
+
+      if (INTERNET_ADDRESS_IS_GROUP (ia))
+        {
+          InternetAddressGroup *group = INTERNET_ADDRESS_GROUP (ia);
+          InternetAddressList  *members = internet_address_group_get_members (group);
+
+          if (members != NULL && !add_address_list (self, field, members, error))
+            return FALSE;
+        }
+      else if (!add_address (self, field,
+                             internet_address_mailbox_get_addr (INTERNET_ADDRESS_MAILBOX (ia)),
+                             error))
+        {
+          return FALSE;
+        }
+    }
+
+  return TRUE;
+}
+
+static GMimeParserOptions *
+get_parser_options (void)
+{
+  static GMimeParserOptions *options = NULL;
+
+  if (g_once_init_enter (&options))
+    {
+      GMimeParserOptions *o = g_mime_parser_options_new ();
+
+      /* A bare name must reach the address check and fail there, not
+       * quietly vanish from the recipients. */
+      g_mime_parser_options_set_allow_addresses_without_domain (o, TRUE);
+      g_once_init_leave (&options, o);
+    }
+
+  return options;
+}
+
+static gboolean
+is_blank (const char *text)
+{
+  for (; *text != '\0'; text++)
+    {
+      if (!g_ascii_isspace (*text))
+        return FALSE;
+    }
+
+  return TRUE;
+}
+
+/* Reads the addresses of one To, Cc, Bcc or From field. */
+static InternetAddressList *
+parse_addresses (const char *field,
+                 const char *value,
+                 GError    **error)
+{
+  g_autoptr (InternetAddressList) list = NULL;
+
+  outbox_message_init ();
+
+  list = internet_address_list_parse (get_parser_options (), value);
+  if (!is_blank (value) && (list == NULL || internet_address_list_length (list) == 0))
+    {
+      g_autofree char *visible = outbox_smtp_make_visible (g_strstrip (g_strdup (value)), -1);
+
+      g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_ADDRESS,
+                   _("%s: no address could be read from “%s”"), field, visible);
+      return NULL;
+    }
+
+  if (list == NULL)
+    list = internet_address_list_new ();
+
+  return g_steal_pointer (&list);
+}
+
+/* Unfolds a field: the text after the colon, without the line ends. */
+static char *
+unfold_value (const char *field,
+              gsize       len)
+{
+  const char *colon = memchr (field, ':', len);
+  GString    *value = g_string_sized_new (len);
+  const char *p;
+
+  g_assert (colon != NULL);
+
+  for (p = colon + 1; p < field + len; p++)
+    {
+      if (*p != '\n')
+        g_string_append_c (value, *p);
+    }
+
+  return g_string_free (value, FALSE);
+}
+
+/* Handles one complete field (its lines, each ending in LF, or the last
+ * one without LF at the end of the input). */
+static gboolean
+take_field (OutboxCliMessage *self,
+            gboolean          read_recipients,
+            const char       *field,
+            gsize             len,
+            GError          **error)
+{
+  gsize name_len = field_name_length (field, len);
+
+  g_assert (name_len > 0);
+
+  if (name_is (field, name_len, "Bcc") || name_is (field, name_len, "Resent-Bcc"))
+    {
+      /* Never sent: the recipients stay only in the envelope. */
+      if (read_recipients && name_is (field, name_len, "Bcc"))
+        {
+          g_autofree char *value = unfold_value (field, len);
+          g_autoptr (InternetAddressList) list = parse_addresses ("Bcc", value, error);
+
+          if (list == NULL || !add_address_list (self, "Bcc", list, error))
+            return FALSE;
+        }
+      return TRUE;
+    }
+
+  if (read_recipients && (name_is (field, name_len, "To") || name_is (field, name_len, "Cc")))
+    {
+      g_autofree char *value = unfold_value (field, len);
+      g_autofree char *name = g_strndup (field, name_len);
+      g_autoptr (InternetAddressList) list = parse_addresses (name, value, error);
+
+      if (list == NULL || !add_address_list (self, name, list, error))
+        return FALSE;
+    }
+  else if (name_is (field, name_len, "From"))
+    {
+      g_autofree char *value = unfold_value (field, len);
+      g_autoptr (InternetAddressList) list = NULL;
+
+      self->has_from = TRUE;
+
+      /* Only a hint for the envelope sender: a From that cannot be read is
+       * the recipient's problem, as with sendmail. */
+      outbox_message_init ();
+      list = internet_address_list_parse (get_parser_options (), value);
+      if (self->from_address == NULL && list != NULL && internet_address_list_length (list) > 0)
+        {
+          InternetAddress *ia = internet_address_list_get_address (list, 0);
+
+          if (INTERNET_ADDRESS_IS_MAILBOX (ia))
+            {
+              InternetAddressMailbox *mailbox = INTERNET_ADDRESS_MAILBOX (ia);
+
+              self->from_address = g_strdup (internet_address_mailbox_get_addr (mailbox));
+            }
+        }
+    }
+  else if (name_is (field, name_len, "Date"))
+    {
+      self->has_date = TRUE;
+    }
+  else if (name_is (field, name_len, "Message-ID"))
+    {
+      self->has_message_id = TRUE;
+    }
+
+  g_string_append_len (self->header, field, len);
+  if (field[len - 1] != '\n')
+    g_string_append_c (self->header, '\n');
+
+  return TRUE;
+}
+
+/* Public API */
+
+OutboxCliMessage *
+outbox_cli_message_parse (GBytes  *input,
+                          gboolean read_recipients,
+                          GError **error)
+{
+  g_autoptr (OutboxCliMessage) self = NULL;
+  g_autoptr (GByteArray) text = NULL;
+  const char *data;
+  const char *end;
+  const char *line;
+  const char *field = NULL; /* start of the field being read */
+  const char *nul;
+  guint       line_number = 1;
+
+  g_return_val_if_fail (input != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (g_bytes_get_size (input) == 0)
+    {
+      g_set_error_literal (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_EMPTY,
+                           _("The message is empty."));
+      return NULL;
+    }
+
+  text = normalize_line_ends (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
+  data = (const char *) text->data;
+  end = data + text->len;
+
+  nul = memchr (data, '\0', text->len);
+  if (nul != NULL)
+    {
+      const char *p;
+
+      for (p = data; p < nul; p++)
+        {
+          if (*p == '\n')
+            line_number++;
+        }
+      /* clang-format off */
+      g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_NUL,
+                   _("Line %u of the message contains a NUL byte, which mail cannot carry."),
+                   line_number);
+      /* clang-format on */
+      return NULL;
+    }
+
+  self = g_new0 (OutboxCliMessage, 1);
+  self->header = g_string_new (NULL);
+  self->recipients = g_ptr_array_new_with_free_func (g_free);
+  g_ptr_array_add (self->recipients, NULL);
+
+  line = data;
+
+  /* The "From " line of an mbox is not part of the message. */
+  if (text->len >= 5 && memcmp (data, "From ", 5) == 0)
+    {
+      const char *lf = memchr (data, '\n', text->len);
+
+      line = lf != NULL ? lf + 1 : end;
+      line_number++;
+    }
+
+  while (line < end)
+    {
+      const char *lf = memchr (line, '\n', end - line);
+      const char *next = lf != NULL ? lf + 1 : end;
+      gsize       len = (lf != NULL ? lf : end) - line;
+
+      if (len == 0)
+        {
+          /* The empty line between header and body. */
+          if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
+            return NULL;
+          field = NULL;
+          self->has_separator = TRUE;
+          line = next;
+          break;
+        }
+
+      if (line[0] == ' ' || line[0] == '\t')
+        {
+          if (field == NULL)
+            break; /* no header at all: all of it is the body */
+          /* A continuation of the field. */
+        }
+      else if (field_name_length (line, len) > 0)
+        {
+          if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
+            return NULL;
+          field = line;
+        }
+      else if (field == NULL && self->header->len == 0)
+        {
+          break; /* no header at all: all of it is the body */
+        }
+      else
+        {
+          g_autofree char *visible = visible_line (line, len);
+
+          /* clang-format off */
+          g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_HEADER,
+                       _("Line %u of the message header is not a header field: “%s”. An empty "
+                         "line must separate the header from the body."),
+                       line_number, visible);
+          /* clang-format on */
+          return NULL;
+        }
+
+      line = next;
+      line_number++;
+    }
+
+  if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
+    return NULL;
+
+  if (self->header->len == 0)
+    {
+      /* A body without header: headers are added in front of all of it. */
+      self->has_separator = TRUE;
+    }
+
+  if (self->has_separator)
+    self->body = g_bytes_new (line, end - line);
+
+  return g_steal_pointer (&self);
+}
+
+void
+outbox_cli_message_free (OutboxCliMessage *message)
+{
+  if (message == NULL)
+    return;
+
+  g_string_free (message->header, TRUE);
+  g_clear_pointer (&message->body, g_bytes_unref);
+  g_free (message->from_address);
+  g_ptr_array_unref (message->recipients);
+  g_free (message);
+}
+
+const char *const *
+outbox_cli_message_get_recipients (OutboxCliMessage *message)
+{
+  g_return_val_if_fail (message != NULL, NULL);
+
+  return (const char *const *) message->recipients->pdata;
+}
+
+const char *
+outbox_cli_message_get_from_address (OutboxCliMessage *message)
+{
+  g_return_val_if_fail (message != NULL, NULL);
+
+  return message->from_address;
+}
+
+gboolean
+outbox_cli_message_has_from (OutboxCliMessage *message)
+{
+  g_return_val_if_fail (message != NULL, FALSE);
+
+  return message->has_from;
+}
+
+/* No line break or other control character may reach a header field. */
+static char *
+sanitize_name (const char *name)
+{
+  g_autofree char *valid = g_utf8_make_valid (name, -1);
+  char            *p;
+
+  for (p = valid; *p != '\0'; p++)
+    {
+      if ((guchar) *p < 0x20 || *p == 0x7f)
+        *p = ' ';
+    }
+
+  return g_strstrip (g_steal_pointer (&valid));
+}
+
+void
+outbox_cli_message_complete (OutboxCliMessage *message,
+                             const char       *from_name,
+                             const char       *from_address,
+                             const char       *id_domain)
+{
+  g_return_if_fail (message != NULL);
+
+  outbox_message_init ();
+
+  if (!message->has_from && from_address != NULL && *from_address != '\0')
+    {
+      g_autofree char *name = sanitize_name (from_name != NULL ? from_name : "");
+      g_autoptr (InternetAddress) mailbox = internet_address_mailbox_new (name, from_address);
+      g_autofree char *text = internet_address_to_string (mailbox, NULL, TRUE);
+
+      g_string_append_printf (message->header, "From: %s\n", text);
+      message->has_from = TRUE;
+    }
+
+  if (!message->has_date)
+    {
+      g_autoptr (GDateTime) now = g_date_time_new_now_local ();
+      g_autofree char *date = g_mime_utils_header_format_date (now);
+
+      g_string_append_printf (message->header, "Date: %s\n", date);
+      message->has_date = TRUE;
+    }
+
+  if (!message->has_message_id)
+    {
+      g_autofree char *id = NULL;
+
+      if (id_domain == NULL || *id_domain == '\0')
+        id_domain = g_get_host_name ();
+      id = g_mime_utils_generate_message_id (id_domain);
+      g_string_append_printf (message->header, "Message-ID: <%s>\n", id);
+      message->has_message_id = TRUE;
+    }
+}
+
+GBytes *
+outbox_cli_message_to_bytes (OutboxCliMessage *message)
+{
+  GByteArray *out;
+
+  g_return_val_if_fail (message != NULL, NULL);
+
+  out = g_byte_array_sized_new (message->header->len + 1 +
+                                (message->body != NULL ? g_bytes_get_size (message->body) : 0));
+  g_byte_array_append (out, (const guint8 *) message->header->str, message->header->len);
+
+  if (message->has_separator)
+    {
+      g_byte_array_append (out, (const guint8 *) "\n", 1);
+      if (message->body != NULL)
+        g_byte_array_append (out, g_bytes_get_data (message->body, NULL),
+                             g_bytes_get_size (message->body));
+    }
+
+  return g_byte_array_free_to_bytes (out);
+}

@@ -1,0 +1,1315 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#define G_LOG_DOMAIN "outbox-cli"
+
+#include "config.h"
+
+#include <fcntl.h>
+#include <locale.h>
+#include <signal.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <gio/gunixinputstream.h>
+#include <glib-unix.h>
+#include <glib/gi18n.h>
+
+#include "outbox-account.h"
+#include "outbox-cli-message.h"
+#include "outbox-cli-password.h"
+#include "outbox-message.h"
+#include "outbox-secrets.h"
+#include "outbox-sender.h"
+#include "outbox-smtp-address.h"
+#include "outbox-smtp-client.h"
+#include "outbox-store.h"
+
+/* outbox-send: a sendmail-compatible command that sends through Outbox's
+ * accounts, keyring and engine.
+ *
+ * The flow, all on one main loop: read the message from standard input,
+ * check it and its addresses, find the password (a file descriptor, the
+ * keyring, or the terminal), store the message and its envelope in the
+ * outbox, then send it with the sender, which moves it to sent/ or records
+ * why it is still in the outbox. */
+
+/* The exit status when the connection was lost after the whole message
+ * went out, before the server answered: it may or may not have been
+ * delivered, and sending it again may duplicate it. Not in sysexits.h. */
+#define EXIT_DELIVERY_UNKNOWN 79
+
+#define SCHEMA_ID "io.github.outbox.Outbox"
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
+
+typedef struct
+{
+  /* sendmail's options */
+  gboolean read_recipients; /* -t */
+  gboolean ignore_dots;     /* -i, -oi: always so, accepted */
+  gboolean verbose;         /* -v */
+  char    *sender;          /* -f, -r */
+  char    *full_name;       /* -F */
+  char    *notify;          /* -N */
+  char    *ret;             /* -R */
+  char    *envid;           /* -V */
+  char    *body_type;       /* -B, accepted and ignored */
+  char    *queue_tag;       /* -L, accepted and ignored */
+  gboolean ignored;         /* -U, -G, -n, -m: accepted and ignored */
+
+  /* ours */
+  char *account;
+  char *host;
+  int   port;
+  char *security;
+  char *user;
+  int   password_fd;
+  char *ca_file;
+
+  GStrv recipients;
+} Options;
+
+typedef struct
+{
+  Options       opts;
+  GMainLoop    *loop;
+  GCancellable *cancellable;
+  int           exit_code;
+
+  /* where to send */
+  OutboxAccount     *account;
+  char              *host;
+  guint16            port;
+  OutboxSmtpSecurity security;
+  char              *user;    /* (nullable) no AUTH without it */
+  char              *ca_file; /* (nullable) */
+  OutboxSmtpDsn     *dsn;     /* (nullable) */
+
+  /* what to send */
+  GStrv           arg_recipients;
+  GBytes         *message;
+  OutboxEnvelope *envelope;
+
+  char             *password;        /* (nullable) wiped when freed */
+  char             *keyring_problem; /* (nullable) why the keyring had none */
+  OutboxSmtpClient *client;
+  OutboxStore      *store;
+  char             *id; /* in the outbox, once stored */
+} Send;
+
+/* Helpers */
+
+static void
+options_clear (Options *opts)
+{
+  g_clear_pointer (&opts->sender, g_free);
+  g_clear_pointer (&opts->full_name, g_free);
+  g_clear_pointer (&opts->notify, g_free);
+  g_clear_pointer (&opts->ret, g_free);
+  g_clear_pointer (&opts->envid, g_free);
+  g_clear_pointer (&opts->body_type, g_free);
+  g_clear_pointer (&opts->queue_tag, g_free);
+  g_clear_pointer (&opts->account, g_free);
+  g_clear_pointer (&opts->host, g_free);
+  g_clear_pointer (&opts->security, g_free);
+  g_clear_pointer (&opts->user, g_free);
+  g_clear_pointer (&opts->ca_file, g_free);
+  g_clear_pointer (&opts->recipients, g_strfreev);
+}
+
+static void
+send_clear (Send *self)
+{
+  options_clear (&self->opts);
+  g_clear_pointer (&self->loop, g_main_loop_unref);
+  g_clear_object (&self->cancellable);
+  g_clear_object (&self->account);
+  g_clear_pointer (&self->host, g_free);
+  g_clear_pointer (&self->user, g_free);
+  g_clear_pointer (&self->ca_file, g_free);
+  g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
+  g_clear_pointer (&self->arg_recipients, g_strfreev);
+  g_clear_pointer (&self->message, g_bytes_unref);
+  g_clear_pointer (&self->envelope, outbox_envelope_free);
+  g_clear_pointer (&self->password, outbox_cli_password_free);
+  g_clear_pointer (&self->keyring_problem, g_free);
+  g_clear_object (&self->client);
+  g_clear_object (&self->store);
+  g_clear_pointer (&self->id, g_free);
+}
+
+/* Every message to the user goes to standard error, starting with the
+ * program's name, as sendmail's do. */
+static void
+say (const char *format,
+     ...) G_GNUC_PRINTF (1, 2);
+
+static void
+say (const char *format,
+     ...)
+{
+  g_autofree char *text = NULL;
+  va_list          args;
+
+  va_start (args, format);
+  text = g_strdup_vprintf (format, args);
+  va_end (args);
+
+  g_printerr ("%s: %s\n", g_get_prgname (), text);
+}
+
+static void
+finish (Send *self,
+        int   exit_code)
+{
+  self->exit_code = exit_code;
+  g_main_loop_quit (self->loop);
+}
+
+static void
+fail (Send       *self,
+      int         exit_code,
+      const char *format,
+      ...) G_GNUC_PRINTF (3, 4);
+
+static void
+fail (Send       *self,
+      int         exit_code,
+      const char *format,
+      ...)
+{
+  g_autofree char *text = NULL;
+  va_list          args;
+
+  va_start (args, format);
+  text = g_strdup_vprintf (format, args);
+  va_end (args);
+
+  say ("%s", text);
+  finish (self, exit_code);
+}
+
+static gboolean
+is_cancelled (const GError *error)
+{
+  return g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+}
+
+static void
+cancelled (Send *self)
+{
+  /* Interrupted before anything was stored: the caller still has it. */
+  fail (self, EX_TEMPFAIL, _("Interrupted; the message was not sent."));
+}
+
+/* "<a@b>" and "a@b" are the same envelope address; "<>" and "" are the
+ * null sender. */
+static char *
+strip_angle_brackets (const char *address)
+{
+  g_autofree char *text = g_strstrip (g_strdup (address));
+  gsize            len = strlen (text);
+
+  if (len >= 2 && text[0] == '<' && text[len - 1] == '>')
+    return g_strstrip (g_strndup (text + 1, len - 2));
+
+  return g_steal_pointer (&text);
+}
+
+static const char *
+address_domain (const char *address)
+{
+  const char *at = address != NULL ? strrchr (address, '@') : NULL;
+
+  return at != NULL && at[1] != '\0' ? at + 1 : NULL;
+}
+
+static gboolean
+add_unique (GPtrArray  *list,
+            const char *address)
+{
+  for (guint i = 0; i < list->len; i++)
+    {
+      if (g_ascii_strcasecmp (g_ptr_array_index (list, i), address) == 0)
+        return FALSE;
+    }
+
+  g_ptr_array_add (list, g_strdup (address));
+  return TRUE;
+}
+
+/* Command line */
+
+/* The single-letter options of sendmail that take a value, which may be
+ * attached ("-fme@example.org") or the next argument. */
+static const char value_letters[] = "fFrNRVBL";
+
+/* Our long options that take the next argument as their value. */
+static const char *const value_options[] = {
+  "--account",
+  "--host",
+  "--port",
+  "--security",
+  "--user",
+  "--password-fd",
+  "--ca-file",
+};
+
+static gboolean
+takes_value (const char *arg)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (value_options); i++)
+    {
+      if (strcmp (arg, value_options[i]) == 0)
+        return TRUE;
+    }
+
+  return FALSE;
+}
+
+/* Rewrites sendmail's command line into one GOption reads: attached values
+ * are split off, -r becomes -f, -oi becomes -i, the other -o and -O
+ * options are dropped (they tune sendmail's own queue and delivery), and
+ * -bm (the default mode) is dropped; other modes are refused. */
+static GStrv
+preprocess_arguments (int      argc,
+                      char   **argv,
+                      GError **error)
+{
+  g_autoptr (GStrvBuilder) builder = g_strv_builder_new ();
+  gboolean only_recipients = FALSE;
+  int      i;
+
+  g_strv_builder_add (builder, argv[0]);
+
+  for (i = 1; i < argc; i++)
+    {
+      const char *arg = argv[i];
+
+      if (only_recipients || arg[0] != '-' || arg[1] == '\0')
+        {
+          g_strv_builder_add (builder, arg);
+          continue;
+        }
+
+      if (strcmp (arg, "--") == 0)
+        {
+          only_recipients = TRUE;
+          g_strv_builder_add (builder, arg);
+          continue;
+        }
+
+      if (arg[1] == '-')
+        {
+          g_strv_builder_add (builder, arg);
+          if (takes_value (arg) && i + 1 < argc)
+            g_strv_builder_add (builder, argv[++i]);
+          continue;
+        }
+
+      switch (arg[1])
+        {
+        case 'o':
+          if (strcmp (arg, "-oi") == 0)
+            g_strv_builder_add (builder, "-i");
+          break;
+
+        case 'O':
+          if (arg[2] == '\0')
+            i++;
+          break;
+
+        case 'b':
+          if (strcmp (arg, "-bm") != 0)
+            {
+              /* clang-format off */
+              g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                           _("The mode %s is not supported: outbox-send only sends a message "
+                             "(-bm)."),
+                           arg);
+              /* clang-format on */
+              return NULL;
+            }
+          break;
+
+        default:
+          if (strchr (value_letters, arg[1]) != NULL)
+            {
+              char letter = arg[1] == 'r' ? 'f' : arg[1];
+              char option[] = { '-', letter, '\0' };
+
+              g_strv_builder_add (builder, option);
+              if (arg[2] != '\0')
+                g_strv_builder_add (builder, arg + 2);
+              else if (i + 1 < argc)
+                g_strv_builder_add (builder, argv[++i]);
+            }
+          else
+            {
+              g_strv_builder_add (builder, arg);
+            }
+          break;
+        }
+    }
+
+  return g_strv_builder_end (builder);
+}
+
+static gboolean
+parse_arguments (Options *opts,
+                 int      argc,
+                 char   **argv,
+                 GError **error)
+{
+  /* clang-format off */
+  const GOptionEntry entries[] = {
+    { "read-recipients", 't', 0, G_OPTION_ARG_NONE, &opts->read_recipients,
+      N_("Also send to the addresses in the To, Cc and Bcc fields"), NULL },
+    { "sender", 'f', 0, G_OPTION_ARG_STRING, &opts->sender,
+      N_("The envelope sender (-r is the same); “<>” for none"), N_("ADDRESS") },
+    { "full-name", 'F', 0, G_OPTION_ARG_STRING, &opts->full_name,
+      N_("The sender's name, for a From field that is missing"), N_("NAME") },
+    { "ignore-dots", 'i', 0, G_OPTION_ARG_NONE, &opts->ignore_dots,
+      N_("A line with a single dot does not end the message (always so; -oi is the same)"), NULL },
+    { "notify", 'N', 0, G_OPTION_ARG_STRING, &opts->notify,
+      N_("Delivery notifications: “never”, or a list of success, failure and delay"),
+      N_("WHEN") },
+    { "return", 'R', 0, G_OPTION_ARG_STRING, &opts->ret,
+      N_("What a delivery notification returns: “full” or “hdrs”"), N_("WHAT") },
+    { "envelope-id", 'V', 0, G_OPTION_ARG_STRING, &opts->envid,
+      N_("An identifier for delivery notifications"), N_("ID") },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opts->verbose,
+      N_("Show the conversation with the server (passwords hidden)"), NULL },
+    { "account", 0, 0, G_OPTION_ARG_STRING, &opts->account,
+      N_("Send through this Outbox account (its id, address or name)"), N_("NAME") },
+    { "host", 0, 0, G_OPTION_ARG_STRING, &opts->host,
+      N_("Send through this server instead of an account"), N_("HOST") },
+    { "port", 0, 0, G_OPTION_ARG_INT, &opts->port,
+      N_("The server's port (587 for starttls, 465 for tls, 25 for none)"), N_("PORT") },
+    { "security", 0, 0, G_OPTION_ARG_STRING, &opts->security,
+      N_("Connection security: starttls, tls or none"), N_("MODE") },
+    { "user", 0, 0, G_OPTION_ARG_STRING, &opts->user,
+      N_("Sign in to the server as this user"), N_("USER") },
+    { "password-fd", 0, 0, G_OPTION_ARG_INT, &opts->password_fd,
+      N_("Read the password from this file descriptor instead of the keyring"), N_("FD") },
+    { "ca-file", 0, 0, G_OPTION_ARG_FILENAME, &opts->ca_file,
+      N_("Also trust the certificate authority in this PEM file"), N_("FILE") },
+    { "body-type", 'B', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opts->body_type,
+      NULL, NULL },
+    { "queue-tag", 'L', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opts->queue_tag,
+      NULL, NULL },
+    { "initial-submission", 'U', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opts->ignored,
+      NULL, NULL },
+    { "relay-submission", 'G', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opts->ignored,
+      NULL, NULL },
+    { "no-aliases", 'n', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opts->ignored,
+      NULL, NULL },
+    { "me-too", 'm', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opts->ignored,
+      NULL, NULL },
+    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &opts->recipients,
+      NULL, N_("[RECIPIENT…]") },
+    { NULL }
+  };
+  /* clang-format on */
+  g_autoptr (GOptionContext) context = NULL;
+  g_auto (GStrv) args = NULL;
+
+  opts->port = -1;
+  opts->password_fd = -1;
+
+  args = preprocess_arguments (argc, argv, error);
+  if (args == NULL)
+    return FALSE;
+
+  context = g_option_context_new (NULL);
+  g_option_context_set_translation_domain (context, GETTEXT_PACKAGE);
+  g_option_context_set_summary (context,
+                                _("Sends the message read from standard input through an Outbox "
+                                  "account, as sendmail does."));
+  g_option_context_set_description (context,
+                                    _("sendmail's -oi, -odi, -oem and other -o options are "
+                                      "accepted and ignored. See outbox-send(1) for the exit "
+                                      "statuses and examples."));
+  g_option_context_add_main_entries (context, entries, GETTEXT_PACKAGE);
+
+  return g_option_context_parse_strv (context, &args, error);
+}
+
+/* Checks the options that do not need the message; sets up where to send.
+ * Returns an exit status, or EX_OK. */
+static int
+configure (Send *self)
+{
+  Options *opts = &self->opts;
+
+  if (opts->notify != NULL || opts->ret != NULL || opts->envid != NULL)
+    {
+      self->dsn = g_new0 (OutboxSmtpDsn, 1);
+
+      if (opts->notify != NULL && !outbox_smtp_dsn_parse_notify (opts->notify, &self->dsn->notify))
+        {
+          /* clang-format off */
+          say (_("-N wants “never”, or one or more of “success”, “failure” and “delay” "
+                 "separated by commas, not “%s”."),
+               opts->notify);
+          /* clang-format on */
+          return EX_USAGE;
+        }
+
+      if (opts->ret == NULL)
+        self->dsn->ret = OUTBOX_SMTP_DSN_RET_DEFAULT;
+      else if (g_ascii_strcasecmp (opts->ret, "full") == 0)
+        self->dsn->ret = OUTBOX_SMTP_DSN_RET_FULL;
+      else if (g_ascii_strcasecmp (opts->ret, "hdrs") == 0)
+        self->dsn->ret = OUTBOX_SMTP_DSN_RET_HEADERS;
+      else
+        {
+          say (_("-R wants “full” or “hdrs”, not “%s”."), opts->ret);
+          return EX_USAGE;
+        }
+
+      if (opts->envid != NULL && strlen (opts->envid) > 100)
+        {
+          say (_("The envelope identifier (-V) is longer than 100 characters."));
+          return EX_USAGE;
+        }
+      self->dsn->envid = g_strdup (opts->envid);
+    }
+
+  if (opts->password_fd == 0 || opts->password_fd < -1)
+    {
+      say (_("--password-fd must name an open file descriptor other than standard input, "
+             "which carries the message."));
+      return EX_CONFIG;
+    }
+
+  if (opts->password_fd > 0 && fcntl (opts->password_fd, F_GETFD) < 0)
+    {
+      say (_("--password-fd %d: no such file descriptor is open."), opts->password_fd);
+      return EX_CONFIG;
+    }
+
+  if (opts->host != NULL)
+    {
+      /* A server given on the command line. */
+      if (opts->account != NULL)
+        {
+          say (_("Give either --account or --host, not both."));
+          return EX_CONFIG;
+        }
+
+      self->host = g_strstrip (g_strdup (opts->host));
+      if (*self->host == '\0')
+        {
+          say (_("--host needs a server name."));
+          return EX_CONFIG;
+        }
+
+      if (opts->security == NULL || g_ascii_strcasecmp (opts->security, "starttls") == 0)
+        self->security = opts->security == NULL && opts->port == 465
+                           ? OUTBOX_SMTP_SECURITY_TLS
+                           : OUTBOX_SMTP_SECURITY_STARTTLS;
+      else if (g_ascii_strcasecmp (opts->security, "tls") == 0)
+        self->security = OUTBOX_SMTP_SECURITY_TLS;
+      else if (g_ascii_strcasecmp (opts->security, "none") == 0)
+        self->security = OUTBOX_SMTP_SECURITY_NONE;
+      else
+        {
+          /* clang-format off */
+          say (_("--security wants “starttls”, “tls” or “none”, not “%s”."),
+               opts->security);
+          /* clang-format on */
+          return EX_USAGE;
+        }
+
+      if (opts->port == -1)
+        self->port = self->security == OUTBOX_SMTP_SECURITY_TLS    ? 465
+                     : self->security == OUTBOX_SMTP_SECURITY_NONE ? 25
+                                                                   : 587;
+      else if (opts->port >= 1 && opts->port <= 65535)
+        self->port = opts->port;
+      else
+        {
+          say (_("--port wants a number from 1 to 65535, not %d."), opts->port);
+          return EX_USAGE;
+        }
+
+      if (opts->user != NULL && *opts->user != '\0')
+        self->user = g_strdup (opts->user);
+
+      if (opts->password_fd > 0 && self->user == NULL)
+        {
+          say (_("--password-fd needs --user: a password without a user name cannot be used."));
+          return EX_CONFIG;
+        }
+
+      if (self->user != NULL && self->security == OUTBOX_SMTP_SECURITY_NONE &&
+          !outbox_host_is_loopback (self->host))
+        {
+          /* clang-format off */
+          say (_("Outbox will not send your password to %s without encryption: anyone on the "
+                 "network could read it. Use --security starttls or tls."),
+               self->host);
+          /* clang-format on */
+          return EX_CONFIG;
+        }
+
+      if (opts->ca_file != NULL && *opts->ca_file != '\0')
+        self->ca_file = g_strdup (opts->ca_file);
+
+      return EX_OK;
+    }
+
+  if (opts->port != -1 || opts->security != NULL || opts->user != NULL || opts->ca_file != NULL)
+    {
+      say (_("--port, --security, --user and --ca-file describe a server given with --host; "
+             "an account has its own."));
+      return EX_CONFIG;
+    }
+
+  /* An account. */
+  {
+    g_autoptr (GSettingsSchema) schema = NULL;
+    GSettingsSchemaSource *source = g_settings_schema_source_get_default ();
+
+    if (source != NULL)
+      schema = g_settings_schema_source_lookup (source, SCHEMA_ID, TRUE);
+    if (schema == NULL)
+      {
+        say (_("Outbox's settings are not installed, so there are no accounts. Give a server "
+               "with --host."));
+        return EX_CONFIG;
+      }
+  }
+
+  if (opts->account != NULL)
+    {
+      self->account = outbox_account_lookup (opts->account);
+      if (self->account == NULL)
+        {
+          /* clang-format off */
+          say (_("There is no account “%s”. Give the id, address or name of an account set up "
+                 "in Outbox."),
+               opts->account);
+          /* clang-format on */
+          return EX_CONFIG;
+        }
+    }
+  else
+    {
+      self->account = outbox_account_get_default ();
+      if (self->account == NULL)
+        {
+          say (_("No account is set up. Add one in Outbox, or give a server with --host."));
+          return EX_CONFIG;
+        }
+    }
+
+  if (!outbox_account_is_complete (self->account))
+    {
+      g_autofree char *name = outbox_account_dup_display_name (self->account);
+
+      /* clang-format off */
+      say (_("The account “%s” has no address, server or port. Complete it in Outbox's "
+             "account settings."),
+           *name != '\0' ? name : outbox_account_get_id (self->account));
+      /* clang-format on */
+      return EX_CONFIG;
+    }
+
+  self->host = outbox_account_dup_host (self->account);
+  self->port = outbox_account_get_port (self->account);
+  self->security = outbox_account_get_security (self->account);
+  self->user = outbox_account_dup_username (self->account);
+
+  return EX_OK;
+}
+
+/* The message */
+
+/* Decides the envelope and completes the message. Returns an exit
+ * status, or EX_OK. */
+static int
+prepare_message (Send   *self,
+                 GBytes *input)
+{
+  Options *opts = &self->opts;
+  g_autoptr (OutboxCliMessage) message = NULL;
+  g_autoptr (GPtrArray) recipients = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GError) error = NULL;
+  g_autofree char   *sender = NULL;
+  g_autofree char   *from_name = NULL;
+  g_autofree char   *account_address = NULL;
+  const char *const *header_recipients;
+
+  message = outbox_cli_message_parse (input, opts->read_recipients, &error);
+  if (message == NULL)
+    {
+      say ("%s", error->message);
+      return EX_DATAERR;
+    }
+
+  /* Recipients: the arguments, and with -t the header's too. */
+  for (guint i = 0; self->arg_recipients != NULL && self->arg_recipients[i] != NULL; i++)
+    add_unique (recipients, self->arg_recipients[i]);
+
+  header_recipients = outbox_cli_message_get_recipients (message);
+  for (guint i = 0; header_recipients[i] != NULL; i++)
+    add_unique (recipients, header_recipients[i]);
+
+  if (recipients->len == 0)
+    {
+      if (opts->read_recipients)
+        say (_("The message has no recipients: its To, Cc and Bcc fields are empty, and none "
+               "were given as arguments."));
+      else
+        say (_("No recipients were given. Give them as arguments, or use -t to read them from "
+               "the To, Cc and Bcc fields."));
+      return EX_DATAERR;
+    }
+
+  /* The envelope sender: -f, else the account's address, else the From
+   * field's, else the user name if it is an address. */
+  if (self->account != NULL)
+    account_address = outbox_account_dup_address (self->account);
+
+  if (opts->sender != NULL)
+    sender = strip_angle_brackets (opts->sender);
+  else if (account_address != NULL)
+    sender = g_strdup (account_address);
+  else if (outbox_cli_message_get_from_address (message) != NULL &&
+           outbox_smtp_address_validate (outbox_cli_message_get_from_address (message), NULL))
+    sender = g_strdup (outbox_cli_message_get_from_address (message));
+  else if (self->user != NULL && outbox_smtp_address_validate (self->user, NULL))
+    sender = g_strdup (self->user);
+  else
+    {
+      say (_("There is no sender address: give one with -f, or put a From field in the "
+             "message."));
+      return EX_DATAERR;
+    }
+
+  if (*sender != '\0' && !outbox_smtp_address_validate (sender, &error))
+    {
+      say (_("The sender address cannot be used: %s"), error->message);
+      return EX_DATAERR;
+    }
+
+  /* A missing From field names the sender: -F, or the account's name when
+   * sending as the account. */
+  if (opts->full_name != NULL)
+    from_name = g_strdup (opts->full_name);
+  else if (self->account != NULL && g_ascii_strcasecmp (sender, account_address) == 0)
+    from_name = outbox_account_dup_display_name (self->account);
+
+  outbox_cli_message_complete (message, from_name, sender, address_domain (sender));
+
+  g_ptr_array_add (recipients, NULL);
+  self->envelope = outbox_envelope_new (sender, (const char *const *) recipients->pdata);
+  self->message = outbox_cli_message_to_bytes (message);
+
+  return EX_OK;
+}
+
+/* Argument recipients are checked before reading the message, so that a
+ * typo fails at once. */
+static int
+parse_arg_recipients (Send *self)
+{
+  g_autoptr (GPtrArray) all = g_ptr_array_new_with_free_func (g_free);
+
+  for (guint i = 0; self->opts.recipients != NULL && self->opts.recipients[i] != NULL; i++)
+    {
+      g_autoptr (InternetAddressList) list = NULL;
+      g_autoptr (GError) error = NULL;
+      g_auto (GStrv) addresses = NULL;
+
+      list = outbox_address_list_parse (self->opts.recipients[i], &addresses, &error);
+      if (list == NULL)
+        {
+          say ("%s", error->message);
+          return EX_DATAERR;
+        }
+
+      for (guint j = 0; addresses[j] != NULL; j++)
+        g_ptr_array_add (all, g_strdup (addresses[j]));
+    }
+
+  g_ptr_array_add (all, NULL);
+  self->arg_recipients = (GStrv) g_ptr_array_free (g_steal_pointer (&all), FALSE);
+
+  return EX_OK;
+}
+
+/* Sending */
+
+static void
+on_transcript_cb (OutboxSmtpClient *client,
+                  guint             kind,
+                  const char       *line,
+                  gpointer          user_data)
+{
+  const char *prefix = "* ";
+
+  if (kind == OUTBOX_SMTP_TRANSCRIPT_CLIENT)
+    prefix = "C: ";
+  else if (kind == OUTBOX_SMTP_TRANSCRIPT_SERVER)
+    prefix = "S: ";
+
+  /* The engine has already hidden AUTH payloads. */
+  g_printerr ("%s%s\n", prefix, line);
+}
+
+static char *
+message_path (Send        *self,
+              OutboxFolder folder)
+{
+  g_autoptr (GFile) file = outbox_store_get_message_file (self->store, folder, self->id);
+
+  if (file == NULL)
+    return outbox_store_get_folder_path (self->store, folder);
+
+  return g_file_get_path (file);
+}
+
+static int
+exit_code_for_failure (const GError            *error,
+                       const OutboxSmtpFailure *failure,
+                       OutboxMessageState       state)
+{
+  if (state == OUTBOX_STATE_DELIVERY_UNKNOWN ||
+      g_error_matches (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN))
+    return EXIT_DELIVERY_UNKNOWN;
+
+  if (is_cancelled (error))
+    return EX_TEMPFAIL;
+
+  if (error->domain == OUTBOX_SMTP_ERROR)
+    {
+      const OutboxSmtpReply *reply = failure != NULL ? failure->reply : NULL;
+
+      switch ((OutboxSmtpErrorCode) error->code)
+        {
+        case OUTBOX_SMTP_ERROR_AUTH_FAILED:
+        case OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE:
+          return EX_NOPERM;
+
+        case OUTBOX_SMTP_ERROR_TLS:
+        case OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE:
+        case OUTBOX_SMTP_ERROR_INJECTION:
+        case OUTBOX_SMTP_ERROR_PROTOCOL:
+          return EX_PROTOCOL;
+
+        case OUTBOX_SMTP_ERROR_CONNECT:
+        case OUTBOX_SMTP_ERROR_TIMEOUT:
+        case OUTBOX_SMTP_ERROR_CONNECTION_LOST:
+          return EX_TEMPFAIL;
+
+        case OUTBOX_SMTP_ERROR_INVALID_ADDRESS:
+          return EX_DATAERR;
+
+        case OUTBOX_SMTP_ERROR_INVALID_INPUT:
+        case OUTBOX_SMTP_ERROR_INSECURE:
+          return EX_CONFIG;
+
+        case OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN:
+          return EXIT_DELIVERY_UNKNOWN;
+
+        case OUTBOX_SMTP_ERROR_REJECTED:
+        case OUTBOX_SMTP_ERROR_RECIPIENTS:
+        default:
+          /* "Authentication required" is a matter of permission. */
+          if (reply != NULL && reply->code == 530)
+            return EX_NOPERM;
+          if (reply != NULL && reply->code / 100 == 4)
+            return EX_TEMPFAIL;
+          return EX_UNAVAILABLE;
+        }
+    }
+
+  if (failure != NULL && outbox_smtp_failure_is_temporary (failure))
+    return EX_TEMPFAIL;
+
+  if (error->domain == G_RESOLVER_ERROR)
+    return EX_TEMPFAIL;
+
+  if (error->domain == G_IO_ERROR)
+    {
+      switch (error->code)
+        {
+        case G_IO_ERROR_TIMED_OUT:
+        case G_IO_ERROR_CONNECTION_REFUSED:
+        case G_IO_ERROR_CONNECTION_CLOSED:
+        case G_IO_ERROR_HOST_UNREACHABLE:
+        case G_IO_ERROR_NETWORK_UNREACHABLE:
+        case G_IO_ERROR_NOT_CONNECTED:
+          return EX_TEMPFAIL;
+        default:
+          /* The store: the message could not be read back. */
+          return EX_IOERR;
+        }
+    }
+
+  return EX_SOFTWARE;
+}
+
+/* The same texts the compose window shows. */
+static void
+print_failure (const GError            *error,
+               const OutboxSmtpFailure *failure)
+{
+  g_autofree char *title = NULL;
+  g_autofree char *server_text = NULL;
+  g_autofree char *explanation = NULL;
+  g_autofree char *suggestion = NULL;
+
+  if (failure == NULL || failure->error == NULL || is_cancelled (error))
+    {
+      say ("%s", is_cancelled (error) ? _("Interrupted.") : error->message);
+      return;
+    }
+
+  title = outbox_smtp_failure_get_title (failure);
+  server_text = outbox_smtp_failure_get_server_text (failure);
+  explanation = outbox_smtp_failure_get_explanation (failure);
+  suggestion = outbox_smtp_failure_get_suggestion (failure);
+
+  say ("%s", title);
+  if (server_text != NULL)
+    {
+      g_auto (GStrv) lines = g_strsplit (server_text, "\n", -1);
+
+      g_printerr ("%s\n", _("The server replied:"));
+      for (guint i = 0; lines[i] != NULL; i++)
+        g_printerr ("  %s\n", lines[i]);
+    }
+  if (explanation != NULL && *explanation != '\0')
+    g_printerr ("%s\n", explanation);
+  if (suggestion != NULL && *suggestion != '\0')
+    g_printerr ("%s\n", suggestion);
+}
+
+static void
+print_rejected (GPtrArray *rejected)
+{
+  if (rejected == NULL || rejected->len == 0)
+    return;
+
+  say (g_dngettext (GETTEXT_PACKAGE, "The server refused %u recipient; the message went to "
+                                     "the others:",
+                    "The server refused %u recipients; the message went to the others:",
+                    rejected->len),
+       rejected->len);
+
+  for (guint i = 0; i < rejected->len; i++)
+    {
+      const OutboxSmtpRejection *r = g_ptr_array_index (rejected, i);
+      g_autofree char           *address = outbox_smtp_make_visible (r->address, -1);
+      g_autofree char           *reply = NULL;
+
+      if (r->reply != NULL)
+        {
+          g_autofree char *text = outbox_smtp_reply_to_string (r->reply);
+
+          reply = outbox_smtp_make_visible (text, -1);
+        }
+      g_printerr ("  %s: %s\n", address, reply != NULL ? reply : "");
+    }
+}
+
+static void
+send_cb (GObject      *object,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GPtrArray) rejected = NULL;
+  g_autoptr (GError) error = NULL;
+  const OutboxSmtpFailure *failure;
+  OutboxMessageState       state;
+  g_autofree char         *path = NULL;
+  int                      code;
+
+  if (outbox_sender_send_finish (result, &rejected, &error))
+    {
+      print_rejected (rejected);
+      if (self->opts.verbose)
+        {
+          path = message_path (self, OUTBOX_FOLDER_SENT);
+          say (_("Sent; a copy is in %s"), path);
+        }
+      finish (self, EX_OK);
+      return;
+    }
+
+  failure = outbox_smtp_client_get_failure (self->client);
+  state = outbox_store_get_state (self->store, OUTBOX_FOLDER_OUTBOX, self->id, NULL, NULL);
+  code = exit_code_for_failure (error, failure, state);
+  path = message_path (self, OUTBOX_FOLDER_OUTBOX);
+
+  print_failure (error, failure);
+
+  if (code == EXIT_DELIVERY_UNKNOWN)
+    {
+      /* clang-format off */
+      say (_("The message may have been delivered. It is kept in %s and will not be sent again "
+             "by itself."),
+           path);
+      /* clang-format on */
+    }
+  else
+    {
+      say (_("The message was not sent. It is kept in %s"), path);
+    }
+
+  finish (self, code);
+}
+
+static void
+store_cb (GObject      *object,
+          GAsyncResult *result,
+          gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  self->id = outbox_store_add_finish (self->store, result, &error);
+  if (self->id == NULL)
+    {
+      if (is_cancelled (error))
+        cancelled (self);
+      else
+        {
+          /* clang-format off */
+          fail (self, EX_CANTCREAT,
+                _("The message could not be saved in the outbox, so it was not sent: %s"),
+                error->message);
+          /* clang-format on */
+        }
+      return;
+    }
+
+  if (self->opts.verbose)
+    {
+      g_autofree char *path = message_path (self, OUTBOX_FOLDER_OUTBOX);
+
+      say (_("Saved in the outbox as %s"), path);
+    }
+
+  if (self->opts.verbose)
+    g_signal_connect (self->client, "transcript", G_CALLBACK (on_transcript_cb), self);
+
+  outbox_sender_send_async (self->store, self->id, self->client, self->cancellable, send_cb, self);
+}
+
+/* With the password (or without one), makes the client and stores the
+ * message: from here on nothing is lost. */
+static void
+have_password (Send *self)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (g_cancellable_is_cancelled (self->cancellable))
+    {
+      cancelled (self);
+      return;
+    }
+
+  if (self->account != NULL)
+    {
+      self->client = outbox_account_create_client (self->account, self->password, &error);
+      if (self->client == NULL)
+        {
+          fail (self, EX_CONFIG, "%s", error->message);
+          return;
+        }
+    }
+  else
+    {
+      self->client = outbox_smtp_client_new (self->host, self->port, self->security);
+      if (self->password != NULL)
+        outbox_smtp_client_set_credentials (self->client, self->user, self->password);
+      if (self->ca_file != NULL &&
+          !outbox_smtp_client_set_ca_file (self->client, self->ca_file, &error))
+        {
+          fail (self, EX_CONFIG, "%s", error->message);
+          return;
+        }
+    }
+
+  g_clear_pointer (&self->password, outbox_cli_password_free);
+
+  if (self->dsn != NULL)
+    outbox_smtp_client_set_dsn (self->client, self->dsn);
+
+  self->store = outbox_store_new (NULL);
+  outbox_store_add_async (self->store, OUTBOX_FOLDER_OUTBOX, self->message, self->envelope,
+                          self->account != NULL ? outbox_account_get_id (self->account) : NULL,
+                          self->cancellable, store_cb, self);
+}
+
+static void
+no_password (Send       *self,
+             const char *reason)
+{
+  if (self->keyring_problem != NULL)
+    say ("%s", self->keyring_problem);
+  say ("%s", reason);
+  /* clang-format off */
+  fail (self, EX_CONFIG,
+        _("No password for %s on %s. Store it in the keyring with Outbox, or give it with "
+          "--password-fd."),
+        self->user, self->host);
+  /* clang-format on */
+}
+
+static void
+prompt_cb (GObject      *object,
+           GAsyncResult *result,
+           gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  self->password = outbox_cli_password_prompt_finish (result, &error);
+  if (self->password == NULL)
+    {
+      if (is_cancelled (error))
+        cancelled (self);
+      else
+        no_password (self, error->message);
+      return;
+    }
+
+  have_password (self);
+}
+
+static void
+ask_password (Send *self)
+{
+  g_autofree char *prompt = NULL;
+
+  /* TRANSLATORS: the first %s is a user name, the second a server. */
+  prompt = g_strdup_printf (_("Password for %s on %s: "), self->user, self->host);
+  outbox_cli_password_prompt_async (prompt, self->cancellable, prompt_cb, self);
+}
+
+static void
+keyring_cb (GObject      *object,
+            GAsyncResult *result,
+            gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+  char *password;
+
+  password = outbox_secrets_lookup_finish (result, &error);
+  if (is_cancelled (error))
+    {
+      cancelled (self);
+      return;
+    }
+
+  if (password != NULL)
+    {
+      self->password = g_strdup (password);
+      outbox_secrets_free (password);
+      have_password (self);
+      return;
+    }
+
+  if (error == NULL && self->account != NULL)
+    {
+      /* As in the app: an account without a stored password signs in to
+       * nothing. */
+      if (self->opts.verbose)
+        say (_("No password is stored for this account; sending without signing in."));
+      have_password (self);
+      return;
+    }
+
+  if (error != NULL)
+    {
+      /* clang-format off */
+      self->keyring_problem = g_strdup_printf (_("Your password could not be read from the "
+                                                 "keyring: %s"),
+                                               error->message);
+      /* clang-format on */
+    }
+
+  ask_password (self);
+}
+
+static void
+password_fd_cb (GObject      *object,
+                GAsyncResult *result,
+                gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  self->password = outbox_cli_password_read_fd_finish (result, &error);
+  if (self->password == NULL)
+    {
+      if (is_cancelled (error))
+        cancelled (self);
+      else
+        {
+          /* clang-format off */
+          fail (self, EX_CONFIG, _("Could not read the password from file descriptor %d: %s"),
+                self->opts.password_fd, error->message);
+          /* clang-format on */
+        }
+      return;
+    }
+
+  if (*self->password == '\0')
+    {
+      /* clang-format off */
+      fail (self, EX_CONFIG, _("The password read from file descriptor %d is empty."),
+            self->opts.password_fd);
+      /* clang-format on */
+      return;
+    }
+
+  have_password (self);
+}
+
+static void
+find_password (Send *self)
+{
+  if (self->user == NULL)
+    {
+      have_password (self);
+      return;
+    }
+
+  if (self->opts.password_fd > 0)
+    {
+      outbox_cli_password_read_fd_async (self->opts.password_fd, self->cancellable,
+                                         password_fd_cb, self);
+      return;
+    }
+
+  outbox_secrets_lookup_async (self->host, self->port, self->user, self->cancellable,
+                               keyring_cb, self);
+}
+
+static void
+read_message_cb (GObject      *object,
+                 GAsyncResult *result,
+                 gpointer      user_data)
+{
+  Send          *self = user_data;
+  GOutputStream *memory = G_OUTPUT_STREAM (object);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) input = NULL;
+  int code;
+
+  if (g_output_stream_splice_finish (memory, result, &error) < 0)
+    {
+      if (is_cancelled (error))
+        cancelled (self);
+      else
+        {
+          /* clang-format off */
+          fail (self, EX_IOERR, _("Could not read the message from standard input: %s"),
+                error->message);
+          /* clang-format on */
+        }
+      return;
+    }
+
+  input = g_memory_output_stream_steal_as_bytes (G_MEMORY_OUTPUT_STREAM (memory));
+  code = prepare_message (self, input);
+  if (code != EX_OK)
+    {
+      finish (self, code);
+      return;
+    }
+
+  find_password (self);
+}
+
+static void
+read_message (Send *self)
+{
+  g_autoptr (GInputStream) input = g_unix_input_stream_new (STDIN_FILENO, FALSE);
+  g_autoptr (GOutputStream) memory = g_memory_output_stream_new_resizable ();
+
+  g_output_stream_splice_async (memory, input,
+                                G_OUTPUT_STREAM_SPLICE_CLOSE_SOURCE |
+                                  G_OUTPUT_STREAM_SPLICE_CLOSE_TARGET,
+                                G_PRIORITY_DEFAULT, self->cancellable, read_message_cb, self);
+}
+
+static gboolean
+on_signal_cb (gpointer user_data)
+{
+  Send *self = user_data;
+
+  /* Whatever runs finishes cleanly: the outcome is recorded, the terminal
+   * restored. */
+  g_cancellable_cancel (self->cancellable);
+
+  return G_SOURCE_CONTINUE;
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  Send self = { 0 };
+  g_autoptr (GError) error = NULL;
+  guint sigint_id;
+  guint sigterm_id;
+  guint sighup_id;
+  int   code;
+
+  setlocale (LC_ALL, "");
+  bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
+  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+  textdomain (GETTEXT_PACKAGE);
+
+  g_set_prgname ("outbox-send");
+
+  if (!parse_arguments (&self.opts, argc, argv, &error))
+    {
+      say ("%s", error->message);
+      say (_("Run “%s --help” to see the options."), "outbox-send");
+      send_clear (&self);
+      return EX_USAGE;
+    }
+
+  outbox_message_init ();
+
+  code = configure (&self);
+  if (code == EX_OK)
+    code = parse_arg_recipients (&self);
+  if (code != EX_OK)
+    {
+      send_clear (&self);
+      return code;
+    }
+
+  self.loop = g_main_loop_new (NULL, FALSE);
+  self.cancellable = g_cancellable_new ();
+  self.exit_code = EX_SOFTWARE;
+
+  sigint_id = g_unix_signal_add (SIGINT, on_signal_cb, &self);
+  sigterm_id = g_unix_signal_add (SIGTERM, on_signal_cb, &self);
+  sighup_id = g_unix_signal_add (SIGHUP, on_signal_cb, &self);
+
+  read_message (&self);
+  g_main_loop_run (self.loop);
+
+  g_source_remove (sigint_id);
+  g_source_remove (sigterm_id);
+  g_source_remove (sighup_id);
+
+  code = self.exit_code;
+  send_clear (&self);
+
+  return code;
+}
