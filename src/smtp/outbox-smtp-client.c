@@ -6,6 +6,7 @@
 #include <glib/gi18n-lib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "outbox-smtp-address.h"
@@ -792,6 +793,23 @@ session_fail_reply (GTask               *task,
 
 /* Connecting ---------------------------------------------------------------- */
 
+static const char *
+tls_version_name (GTlsConnection *tls)
+{
+  switch (g_tls_connection_get_protocol_version (tls))
+    {
+    case G_TLS_PROTOCOL_VERSION_SSL_3_0: return "SSL 3.0";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_0: return "TLS 1.0";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_1: return "TLS 1.1";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_2: return "TLS 1.2";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_3: return "TLS 1.3";
+    case G_TLS_PROTOCOL_VERSION_DTLS_1_0:
+    case G_TLS_PROTOCOL_VERSION_DTLS_1_2:
+    case G_TLS_PROTOCOL_VERSION_UNKNOWN:
+    default: return "an unknown TLS version";
+    }
+}
+
 static void
 describe_tls (GTask          *task,
               GTlsConnection *tls)
@@ -801,18 +819,7 @@ describe_tls (GTask          *task,
   const char *version;
   g_autofree char *line = NULL;
 
-  switch (g_tls_connection_get_protocol_version (tls))
-    {
-    case G_TLS_PROTOCOL_VERSION_TLS_1_0: version = "TLS 1.0"; break;
-    case G_TLS_PROTOCOL_VERSION_TLS_1_1: version = "TLS 1.1"; break;
-    case G_TLS_PROTOCOL_VERSION_TLS_1_2: version = "TLS 1.2"; break;
-    case G_TLS_PROTOCOL_VERSION_TLS_1_3: version = "TLS 1.3"; break;
-    case G_TLS_PROTOCOL_VERSION_SSL_3_0:
-    case G_TLS_PROTOCOL_VERSION_DTLS_1_0:
-    case G_TLS_PROTOCOL_VERSION_DTLS_1_2:
-    case G_TLS_PROTOCOL_VERSION_UNKNOWN:
-    default: version = "unknown"; break;
-    }
+  version = tls_version_name (tls);
 
   line = g_strdup_printf (_("Secured with %s (%s)"), version,
                           g_tls_connection_get_ciphersuite_name (tls) ?: "?");
@@ -898,16 +905,40 @@ on_socket_client_event_cb (GSocketClient      *client,
     }
 }
 
+/* RFC 8314: TLS 1.2 or newer. GLib 2.74 cannot ask the backend for a
+ * minimum, so check what was agreed before anything is sent. */
+static gboolean
+session_check_tls_version (GTask          *task,
+                           GTlsConnection *tls)
+{
+  GTlsProtocolVersion version = g_tls_connection_get_protocol_version (tls);
+
+  if (version == G_TLS_PROTOCOL_VERSION_TLS_1_2 || version == G_TLS_PROTOCOL_VERSION_TLS_1_3)
+    return TRUE;
+
+  /* Translators: %s is a protocol version such as "TLS 1.1" */
+  session_fail_with (task,
+                     g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                                  _("The server only offers %s, an old and insecure version of "
+                                    "TLS (Outbox needs 1.2 or newer)."),
+                                  tls_version_name (tls)),
+                     NULL, FALSE);
+  return FALSE;
+}
+
 static gboolean
 session_check_injection (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
   GSocket *socket = g_socket_connection_get_socket (s->socket_conn);
+  guint8 byte;
+  gssize waiting;
 
   /* Nothing may follow the 220: not in what was read, not in a partial
-   * line, and not waiting in the socket. */
-  if (s->rbuf->len == 0 && outbox_smtp_reply_parser_is_idle (s->parser) &&
-      !(g_socket_condition_check (socket, G_IO_IN) & G_IO_IN))
+   * line, and not waiting in the socket. (A close is not data: the
+   * handshake will fail on it.) */
+  waiting = recv (g_socket_get_fd (socket), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (s->rbuf->len == 0 && outbox_smtp_reply_parser_is_idle (s->parser) && waiting <= 0)
     return TRUE;
 
   session_fail_with (task,
@@ -946,6 +977,22 @@ on_greeting_reply (GTask           *task,
   send_hello (task);
 }
 
+/* GIO says "Could not connect to HOST: REASON"; keep the reason. */
+static const char *
+connect_reason (const GError *error)
+{
+  const char *colon;
+
+  if (error->domain == G_RESOLVER_ERROR)
+    return _("the server name was not found");
+
+  colon = strstr (error->message, ": ");
+  if (g_str_has_prefix (error->message, "Could not connect") && colon != NULL)
+    return colon + 2;
+
+  return error->message;
+}
+
 static void
 on_connected_cb (GObject      *source,
                  GAsyncResult *result,
@@ -975,7 +1022,7 @@ on_connected_cb (GObject      *source,
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECT,
                             _("Could not connect to %s port %u: %s"), self->host, self->port,
-                            error->message);
+                            connect_reason (error));
 
       if (ours->domain == OUTBOX_SMTP_ERROR)
         s->cause = g_error_copy (error);
@@ -993,6 +1040,12 @@ on_connected_cb (GObject      *source,
       if (G_IS_TLS_CONNECTION (base))
         {
           s->tls_active = TRUE;
+          s->step = OUTBOX_SMTP_STEP_TLS;
+          if (!session_check_tls_version (task, G_TLS_CONNECTION (base)))
+            {
+              g_steal_pointer (&task);
+              return;
+            }
           describe_tls (task, G_TLS_CONNECTION (base));
         }
     }
@@ -1117,6 +1170,11 @@ on_handshake_cb (GObject      *source,
     }
 
   s->tls_active = TRUE;
+  if (!session_check_tls_version (task, s->tls_conn))
+    {
+      g_steal_pointer (&task);
+      return;
+    }
   describe_tls (task, s->tls_conn);
   session_use_stream (s, G_IO_STREAM (s->tls_conn));
 
@@ -2095,6 +2153,24 @@ same_mailbox (const char *a,
   return strncmp (a, b, at_a - a) == 0 && g_ascii_strcasecmp (at_a, at_b) == 0;
 }
 
+/* Credentials that could never be sent are refused before connecting. */
+static gboolean
+check_credentials (OutboxSmtpClient  *self,
+                   GError           **error)
+{
+  g_autofree char *probe = NULL;
+
+  if (self->username == NULL || self->password == NULL)
+    return TRUE;
+
+  probe = outbox_smtp_auth_plain_response (self->username, self->password, error);
+  if (probe == NULL)
+    return FALSE;
+
+  outbox_smtp_secure_wipe (probe, strlen (probe));
+  return TRUE;
+}
+
 /* Fails before any connection: records the failure and completes. */
 static void
 fail_early (OutboxSmtpClient *self,
@@ -2184,6 +2260,12 @@ outbox_smtp_client_send_async (OutboxSmtpClient    *self,
       return;
     }
 
+  if (!check_credentials (self, &error))
+    {
+      fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
+      return;
+    }
+
   session_connect (g_steal_pointer (&task));
 }
 
@@ -2219,6 +2301,7 @@ outbox_smtp_client_check_async (OutboxSmtpClient    *self,
                                 gpointer             user_data)
 {
   g_autoptr (GTask) task = NULL;
+  g_autoptr (GError) error = NULL;
   Session *s;
 
   g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
@@ -2233,6 +2316,12 @@ outbox_smtp_client_check_async (OutboxSmtpClient    *self,
   s = session_new (self, cancellable);
   s->check_only = TRUE;
   g_task_set_task_data (task, s, (GDestroyNotify) session_free);
+
+  if (!check_credentials (self, &error))
+    {
+      fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
+      return;
+    }
 
   session_connect (g_steal_pointer (&task));
 }
