@@ -1658,7 +1658,6 @@ test_smuggle (gconstpointer data)
   outcome_clear (&o);
 }
 
-
 /* main ----------------------------------------------------------------------- */
 
 static void
