@@ -297,6 +297,56 @@ test_8bit_downgrade (Fixture *f, gconstpointer d)
   g_clear_pointer (&out.rejected, g_ptr_array_unref);
 }
 
+/* A stored message with a line longer than SMTP allows: what goes out is
+ * encoded, whatever the server offers. */
+static void
+test_long_line (Fixture      *f,
+                gconstpointer d)
+{
+  const char *const rcpt[] = { "bob@example.test", NULL };
+  g_autoptr (OutboxEnvelope) env = outbox_envelope_new ("ada@example.test", rcpt);
+  g_autofree char *line = g_strnfill (2000, 'y');
+  g_autofree char *text = g_strconcat ("From: ada@example.test\nTo: bob@example.test\nSubject: x\n"
+                                       "MIME-Version: 1.0\nContent-Type: text/plain\n\n",
+                                       line, "\n", NULL);
+  g_autoptr (GBytes) bytes = g_bytes_new (text, strlen (text));
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GError) error = NULL;
+  const char *sent;
+  gsize       len, start = 0;
+  Outcome     out;
+
+  g_free (f->id);
+  f->id = outbox_store_add (f->store, OUTBOX_FOLDER_OUTBOX, bytes, env, "acc", &error);
+  g_assert_no_error (error);
+
+  script_to_rcpt (srv);
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_assert_no_error (out.error);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+
+  data = outbox_test_smtp_server_get_data (srv);
+  sent = g_bytes_get_data (data, &len);
+  for (gsize i = 0; i + 1 < len; i++)
+    if (sent[i] == '\r' && sent[i + 1] == '\n')
+      {
+        g_assert_cmpuint (i - start, <=, 998);
+        start = i + 2;
+      }
+  g_assert_nonnull (g_strstr_len (sent, len, "Content-Transfer-Encoding: quoted-printable"));
+  g_clear_pointer (&out.rejected, g_ptr_array_unref);
+}
+
 static void
 test_state_for_error (void)
 {
@@ -327,6 +377,7 @@ main (int argc, char *argv[])
   g_test_add ("/sender/cancelled", Fixture, NULL, set_up, test_cancelled, tear_down);
   g_test_add ("/sender/missing", Fixture, NULL, set_up, test_missing, tear_down);
   g_test_add ("/sender/8bit-downgrade", Fixture, NULL, set_up, test_8bit_downgrade, tear_down);
+  g_test_add ("/sender/long-line", Fixture, NULL, set_up, test_long_line, tear_down);
   g_test_add_func ("/sender/state-for-error", test_state_for_error);
   return g_test_run ();
 }

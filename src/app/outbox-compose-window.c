@@ -4,16 +4,23 @@
 #include "config.h"
 
 #include <glib/gi18n.h>
+#include <string.h>
 
 #include "outbox-compose-window.h"
 #include "outbox-secrets.h"
 #include "outbox-sender.h"
 #include "outbox-smtp-client.h"
+#include "outbox-transcript-view.h"
 
 /* Messages at least this large show a percentage while uploading. */
 #define LARGE_MESSAGE_BYTES (64 * 1024)
 /* How long "Sent" stays on screen before the window closes. */
 #define CLOSE_AFTER_SENT_MS 1200
+/* The transcript pane's height when first shown, and its least. */
+#define TRANSCRIPT_HEIGHT     240
+#define TRANSCRIPT_MIN_HEIGHT 120
+/* What the message text keeps, at least, when the pane opens. */
+#define BODY_MIN_HEIGHT 72
 
 #define TITLE_STORE_FAILED   _("The message could not be saved to the outbox")
 #define TITLE_KEYRING_FAILED _("Your password could not be read from the keyring")
@@ -50,41 +57,54 @@ struct _OutboxComposeWindow
   char *status_text;
   char *server_text;
   guint close_source;
+  int   transcript_height;
 
   guint sending : 1;
   guint cancel_requested : 1;
   guint sent : 1;
+  /* The last send ended after the final dot without the server's answer:
+   * the user chooses between Send Again and Mark as Sent. */
+  guint delivery_unknown : 1;
+  guint marking_sent : 1;
   guint discard_confirmed : 1;
   guint disposed : 1;
 
   /* Template children */
-  AdwToastOverlay *toast_overlay;
-  AdwWindowTitle  *window_title;
-  GtkLabel        *from_label;
-  GtkGrid         *header_grid;
-  GtkEntry        *to_entry;
-  GtkEntry        *cc_entry;
-  GtkEntry        *bcc_entry;
-  GtkLabel        *to_error;
-  GtkLabel        *cc_error;
-  GtkLabel        *bcc_error;
-  GtkEntry        *subject_entry;
-  GtkTextView     *body_view;
-  GtkRevealer     *error_revealer;
-  GtkWidget       *error_box;
-  GtkImage        *error_icon;
-  GtkLabel        *error_title;
-  GtkLabel        *error_server_text;
-  GtkWidget       *error_server_scroller;
-  GtkLabel        *error_explanation;
-  GtkLabel        *error_suggestion;
-  GtkLabel        *error_note;
-  GtkRevealer     *progress_revealer;
-  GtkStack        *progress_icon_stack;
-  GtkSpinner      *progress_spinner;
-  GtkLabel        *progress_label;
-  GtkProgressBar  *progress_bar;
-  GtkWidget       *cancel_button;
+  AdwToastOverlay      *toast_overlay;
+  AdwWindowTitle       *window_title;
+  GtkLabel             *from_label;
+  GtkGrid              *header_grid;
+  GtkEntry             *to_entry;
+  GtkEntry             *cc_entry;
+  GtkEntry             *bcc_entry;
+  GtkLabel             *to_error;
+  GtkLabel             *cc_error;
+  GtkLabel             *bcc_error;
+  GtkEntry             *subject_entry;
+  GtkTextView          *body_view;
+  GtkRevealer          *error_revealer;
+  GtkWidget            *error_box;
+  GtkImage             *error_icon;
+  GtkLabel             *error_title;
+  GtkLabel             *error_server_text;
+  GtkWidget            *error_server_scroller;
+  GtkLabel             *error_explanation;
+  GtkLabel             *error_suggestion;
+  GtkLabel             *error_note;
+  GtkWidget            *error_actions;
+  GtkWidget            *error_transcript_button;
+  GtkWidget            *delivery_unknown_actions;
+  GtkWidget            *mark_sent_button;
+  GtkWidget            *send_again_button;
+  GtkPaned             *body_paned;
+  OutboxTranscriptView *transcript_view;
+  GtkRevealer          *progress_revealer;
+  GtkStack             *progress_icon_stack;
+  GtkSpinner           *progress_spinner;
+  GtkLabel             *progress_label;
+  GtkProgressBar       *progress_bar;
+  GtkWidget            *progress_transcript_button;
+  GtkWidget            *cancel_button;
 };
 
 G_DEFINE_FINAL_TYPE (OutboxComposeWindow, outbox_compose_window, ADW_TYPE_APPLICATION_WINDOW)
@@ -94,6 +114,7 @@ enum
   PROP_0,
   PROP_STORE,
   PROP_ACCOUNT,
+  PROP_TRANSCRIPT_VISIBLE,
   N_PROPS
 };
 
@@ -116,6 +137,9 @@ static void secrets_lookup_cb (GObject      *object,
 static void send_cb (GObject      *object,
                      GAsyncResult *result,
                      gpointer      user_data);
+static void mark_sent_cb (GObject      *object,
+                          GAsyncResult *result,
+                          gpointer      user_data);
 
 /* Helpers */
 
@@ -312,9 +336,13 @@ outbox_compose_window_update_actions (OutboxComposeWindow *self)
 {
   GtkWidget *widget = GTK_WIDGET (self);
 
-  gtk_widget_action_set_enabled (widget, "compose.send", !self->sending && self->close_source == 0);
+  gboolean idle = !self->sending && !self->marking_sent && self->close_source == 0;
+
+  gtk_widget_action_set_enabled (widget, "compose.send", idle);
   gtk_widget_action_set_enabled (widget, "compose.cancel",
                                  self->sending && !self->cancel_requested);
+  gtk_widget_action_set_enabled (widget, "compose.send-again", idle && self->delivery_unknown);
+  gtk_widget_action_set_enabled (widget, "compose.mark-sent", idle && self->delivery_unknown);
 }
 
 static void
@@ -326,23 +354,80 @@ set_fields_sensitive (OutboxComposeWindow *self,
   gtk_text_view_set_cursor_visible (self->body_view, sensitive);
 }
 
+static gboolean
+get_transcript_visible (OutboxComposeWindow *self)
+{
+  /* The action asks while the template is being built or torn down. */
+  return self->transcript_view != NULL &&
+         gtk_widget_get_visible (GTK_WIDGET (self->transcript_view));
+}
+
+static void
+set_transcript_visible (OutboxComposeWindow *self,
+                        gboolean             visible)
+{
+  GtkWidget *pane = GTK_WIDGET (self->transcript_view);
+  int        height;
+
+  if (self->transcript_view == NULL || visible == get_transcript_visible (self))
+    return;
+
+  if (!visible)
+    {
+      /* Shown again, it comes back at the size the user left it. */
+      if (gtk_widget_get_height (pane) > 0)
+        self->transcript_height = gtk_widget_get_height (pane);
+      gtk_widget_set_visible (pane, FALSE);
+      return;
+    }
+
+  gtk_widget_set_visible (pane, TRUE);
+
+  /* The pane takes its height from the body, never from the window. */
+  height = gtk_widget_get_height (GTK_WIDGET (self->body_paned));
+  if (height > 0)
+    {
+      int pane_height = MIN (self->transcript_height, height - BODY_MIN_HEIGHT);
+
+      gtk_paned_set_position (self->body_paned, height - MAX (pane_height, TRANSCRIPT_MIN_HEIGHT));
+    }
+}
+
 static void
 hide_error (OutboxComposeWindow *self)
 {
   g_clear_pointer (&self->server_text, g_free);
   gtk_revealer_set_reveal_child (self->error_revealer, FALSE);
+
+  /* Dismissing the choice keeps the copy in the outbox, still marked as
+   * delivery unknown: nothing is sent again by itself. */
+  self->delivery_unknown = FALSE;
+  outbox_compose_window_update_actions (self);
 }
+
+typedef enum
+{
+  MESSAGE_AREA_DEFAULT = 0,
+  /* Offer Send Again and Mark as Sent. */
+  MESSAGE_AREA_DELIVERY_UNKNOWN = 1 << 0,
+  /* The note says what becomes of the message: not dimmed. */
+  MESSAGE_AREA_NOTE_MATTERS = 1 << 1,
+} MessageAreaFlags;
 
 /* Shows the error area. Every text is shown literally. */
 static void
-show_message_area (OutboxComposeWindow *self,
-                   gboolean             partial,
-                   const char          *title,
-                   const char          *server_text,
-                   const char          *explanation,
-                   const char          *suggestion,
-                   const char          *note)
+show_message_area_full (OutboxComposeWindow *self,
+                        gboolean             partial,
+                        const char          *title,
+                        const char          *server_text,
+                        const char          *explanation,
+                        const char          *suggestion,
+                        const char          *note,
+                        MessageAreaFlags     flags)
 {
+  self->delivery_unknown = (flags & MESSAGE_AREA_DELIVERY_UNKNOWN) != 0;
+  outbox_compose_window_update_actions (self);
+
   gtk_widget_remove_css_class (self->error_box, partial ? "failure" : "partial");
   gtk_widget_add_css_class (self->error_box, partial ? "partial" : "failure");
   gtk_image_set_from_icon_name (self->error_icon,
@@ -369,6 +454,19 @@ show_message_area (OutboxComposeWindow *self,
 
 #undef SET_OPTIONAL_LABEL
 
+  if (flags & MESSAGE_AREA_NOTE_MATTERS)
+    gtk_widget_remove_css_class (GTK_WIDGET (self->error_note), "dim-label");
+  else
+    gtk_widget_add_css_class (GTK_WIDGET (self->error_note), "dim-label");
+
+  /* The transcript of what just failed, and the delivery-unknown choice. */
+  gtk_widget_set_visible (self->error_transcript_button,
+                          outbox_transcript_view_get_n_lines (self->transcript_view) > 0);
+  gtk_widget_set_visible (self->delivery_unknown_actions, self->delivery_unknown);
+  gtk_widget_set_visible (self->error_actions,
+                          gtk_widget_get_visible (self->error_transcript_button) ||
+                            self->delivery_unknown);
+
   g_free (self->server_text);
   self->server_text = NULL;
   if (server_text != NULL && server_text[0] != '\0')
@@ -376,6 +474,19 @@ show_message_area (OutboxComposeWindow *self,
 
   set_status_text (self, title);
   gtk_revealer_set_reveal_child (self->error_revealer, TRUE);
+}
+
+static void
+show_message_area (OutboxComposeWindow *self,
+                   gboolean             partial,
+                   const char          *title,
+                   const char          *server_text,
+                   const char          *explanation,
+                   const char          *suggestion,
+                   const char          *note)
+{
+  show_message_area_full (self, partial, title, server_text, explanation, suggestion, note,
+                          MESSAGE_AREA_DEFAULT);
 }
 
 static void
@@ -421,6 +532,9 @@ begin_sending (OutboxComposeWindow *self)
 
   hide_error (self);
 
+  /* The transcript of the last attempt stays until now. */
+  outbox_transcript_view_clear (self->transcript_view);
+
   gtk_stack_set_visible_child_name (self->progress_icon_stack, "spinner");
   gtk_widget_set_visible (self->cancel_button, TRUE);
   gtk_spinner_start (self->progress_spinner);
@@ -450,6 +564,8 @@ static void
 end_sending (OutboxComposeWindow *self,
              gboolean             keep_progress)
 {
+  GtkWidget *focus;
+
   self->sending = FALSE;
   self->cancel_requested = FALSE;
 
@@ -465,7 +581,11 @@ end_sending (OutboxComposeWindow *self,
   set_fields_sensitive (self, TRUE);
 
   /* Give the focus back to the text, not to a button about to hide. */
-  if (gtk_root_get_focus (GTK_ROOT (self)) == self->cancel_button)
+  focus = gtk_root_get_focus (GTK_ROOT (self));
+  if (!keep_progress && focus != NULL &&
+      gtk_widget_is_ancestor (focus, GTK_WIDGET (self->progress_revealer)))
+    gtk_widget_grab_focus (GTK_WIDGET (self->body_view));
+  else if (focus == self->cancel_button)
     gtk_widget_grab_focus (GTK_WIDGET (self->body_view));
 
   if (!keep_progress)
@@ -474,21 +594,24 @@ end_sending (OutboxComposeWindow *self,
   outbox_compose_window_update_actions (self);
 }
 
+/* @note: (nullable): what became of the message, whether the failure is
+ * temporary or for good; NULL for the usual "nothing is lost". */
 static void
 fail_sending (OutboxComposeWindow *self,
               const char          *title,
               const char          *server_text,
               const char          *explanation,
-              const char          *suggestion)
+              const char          *suggestion,
+              const char          *note)
 {
-  const char *note = NULL;
+  MessageAreaFlags flags = note != NULL ? MESSAGE_AREA_NOTE_MATTERS : MESSAGE_AREA_DEFAULT;
 
-  if (self->outbox_id != NULL)
+  if (note == NULL && self->outbox_id != NULL)
     note = _("Nothing is lost: the message is kept in the outbox, and everything you wrote "
              "is still here.");
 
   end_sending (self, FALSE);
-  show_message_area (self, FALSE, title, server_text, explanation, suggestion, note);
+  show_message_area_full (self, FALSE, title, server_text, explanation, suggestion, note, flags);
   g_signal_emit (self, signals[SEND_FAILED], 0);
 }
 
@@ -498,7 +621,56 @@ fail_sending_with_error (OutboxComposeWindow *self,
                          const GError        *error,
                          const char          *suggestion)
 {
-  fail_sending (self, title, NULL, error->message, suggestion);
+  fail_sending (self, title, NULL, error->message, suggestion, NULL);
+}
+
+/* The whole message went out, but the server's answer never came: the
+ * connection dropped, the answer timed out or the user stopped waiting.
+ * The sender has recorded the copy as delivery unknown; only the user
+ * decides whether it goes again. @detail says what happened. */
+static void
+show_delivery_unknown (OutboxComposeWindow *self,
+                       const char          *detail)
+{
+  const char      *title = _("Delivery unknown: the server did not confirm the message");
+  g_autofree char *sentence = NULL;
+  g_autofree char *explanation = NULL;
+  const char      *suggestion;
+  const char      *note;
+  const char      *last;
+
+  end_sending (self, FALSE);
+
+  if (is_disposed (self))
+    return;
+
+  /* The engine's words may end with a GIO message and no full stop. */
+  sentence = g_strstrip (g_strdup (detail));
+  last = sentence[0] != '\0' ? g_utf8_prev_char (sentence + strlen (sentence)) : NULL;
+  if (last != NULL && strchr (".!?", *last) == NULL && !g_str_equal (last, "…"))
+    {
+      char *stopped = g_strconcat (sentence, ".", NULL);
+
+      g_free (sentence);
+      sentence = stopped;
+    }
+
+  /* clang-format off */
+  /* Translators: %s says what happened, e.g. "The server closed the
+   * connection before confirming the message." */
+  explanation = g_strdup_printf (_("%s The whole message had reached the server, so it may or "
+                                   "may not have been delivered."),
+                                 sentence);
+  /* clang-format on */
+  suggestion = _("Ask a recipient, or look in the sent folder of your provider’s web mail. If "
+                 "the message did not arrive, choose Send Again to send a new copy; if it did, "
+                 "choose Mark as Sent.");
+  note = _("Outbox will not send it again by itself. Until you choose, the message is kept in "
+           "the outbox and everything you wrote is still here.");
+
+  show_message_area_full (self, TRUE, title, NULL, explanation, suggestion, note,
+                          MESSAGE_AREA_DELIVERY_UNKNOWN | MESSAGE_AREA_NOTE_MATTERS);
+  g_signal_emit (self, signals[SEND_FAILED], 0);
 }
 
 static void
@@ -513,14 +685,11 @@ cancelled_sending (OutboxComposeWindow *self)
 
   if (self->step == OUTBOX_SMTP_STEP_DATA_END)
     {
-      /* The whole message was out; only the server's answer is missing. */
-      const char *title = _("Stopped before the server confirmed the message");
-      const char *explanation = _("The whole message had been sent, so the server may have "
-                                  "delivered it anyway.");
-      const char *suggestion = _("The message is kept in the outbox. Before sending it again, "
-                                 "check with a recipient whether it arrived.");
-
-      show_message_area (self, TRUE, title, NULL, explanation, suggestion, NULL);
+      /* The whole message was out; only the server's answer is missing.
+       * (The engine reports this as delivery unknown itself; this is in
+       * case a cancellation comes through as such.) */
+      show_delivery_unknown (self, _("Sending was stopped before the server confirmed the "
+                                     "message."));
       return;
     }
 
@@ -569,6 +738,18 @@ close_after_sent_cb (gpointer user_data)
   gtk_window_close (GTK_WINDOW (self));
 
   return G_SOURCE_REMOVE;
+}
+
+/* After a send: "Sent" stays on screen a moment, then the window closes. */
+static void
+close_soon (OutboxComposeWindow *self)
+{
+  if (self->close_source == 0)
+    self->close_source = g_timeout_add_full (G_PRIORITY_DEFAULT, CLOSE_AFTER_SENT_MS,
+                                             close_after_sent_cb, g_object_ref (self),
+                                             g_object_unref);
+
+  outbox_compose_window_update_actions (self);
 }
 
 static void
@@ -762,20 +943,20 @@ on_client_progress_cb (OutboxSmtpClient    *client,
 }
 
 static void
-on_client_transcript_cb (OutboxSmtpClient *client,
-                         guint             kind,
-                         const char       *line,
-                         gpointer          user_data)
+on_client_transcript_cb (OutboxSmtpClient    *client,
+                         guint                kind,
+                         const char          *line,
+                         OutboxComposeWindow *self)
 {
-  const char *prefix = "* ";
+  g_autoptr (GDateTime) now = g_date_time_new_now_local ();
 
-  if (kind == OUTBOX_SMTP_TRANSCRIPT_CLIENT)
-    prefix = "C: ";
-  else if (kind == OUTBOX_SMTP_TRANSCRIPT_SERVER)
-    prefix = "S: ";
+  g_assert (OUTBOX_IS_COMPOSE_WINDOW (self));
 
-  /* The engine redacts AUTH payloads. */
-  g_debug ("%s%s", prefix, line);
+  if (is_disposed (self))
+    return;
+
+  /* The engine has made the line visible and redacted AUTH payloads. */
+  outbox_transcript_view_append (self->transcript_view, kind, now, line);
 }
 
 static void
@@ -850,6 +1031,7 @@ send_cb (GObject      *object,
       g_autofree char         *server_text = NULL;
       g_autofree char         *explanation = NULL;
       g_autofree char         *suggestion = NULL;
+      const char              *note = NULL;
 
       if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
         {
@@ -866,12 +1048,33 @@ send_cb (GObject      *object,
       if (client != NULL)
         failure = outbox_smtp_client_get_failure (client);
 
+      g_debug ("Sending %s failed: %s", self->outbox_id, error->message);
+
+      /* As the sender records it: never resent without the user's say. */
+      if (g_error_matches (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN) ||
+          (failure != NULL && failure->step == OUTBOX_SMTP_STEP_DATA_END &&
+           failure->reply == NULL))
+        {
+          show_delivery_unknown (self, error->message);
+          return;
+        }
+
       if (failure != NULL)
         {
           title = outbox_smtp_failure_get_title (failure);
           server_text = outbox_smtp_failure_get_server_text (failure);
           explanation = outbox_smtp_failure_get_explanation (failure);
           suggestion = outbox_smtp_failure_get_suggestion (failure);
+
+          /* The sender has kept the copy as failed, temporarily or for
+           * good; say which, and what comes next. */
+          if (outbox_smtp_failure_is_temporary (failure))
+            note = _("This is a temporary problem. The message is kept queued in the outbox "
+                     "to try again, and everything you wrote is still here.");
+          else if (failure->reply != NULL && failure->reply->code / 100 == 5)
+            note = _("This is a permanent error: sending the same message again will fail the "
+                     "same way. Everything you wrote is kept here for you to edit, and a copy "
+                     "stays in the outbox.");
         }
       else
         {
@@ -879,8 +1082,7 @@ send_cb (GObject      *object,
           explanation = g_strdup (error->message);
         }
 
-      g_debug ("Sending %s failed: %s", self->outbox_id, error->message);
-      fail_sending (self, title, server_text, explanation, suggestion);
+      fail_sending (self, title, server_text, explanation, suggestion, note);
       return;
     }
 
@@ -914,13 +1116,116 @@ send_cb (GObject      *object,
     }
 
   g_signal_emit (self, signals[SENT], 0);
+  close_soon (self);
+}
 
-  if (self->close_source == 0)
-    self->close_source = g_timeout_add_full (G_PRIORITY_DEFAULT, CLOSE_AFTER_SENT_MS,
-                                             close_after_sent_cb, g_object_ref (self),
-                                             g_object_unref);
+/* Marking as sent: the copy moves from outbox/ to sent/, recorded as sent,
+ * in a worker thread. */
+typedef struct
+{
+  OutboxStore *store;
+  char        *id;
+} MarkSentData;
 
+static void
+mark_sent_data_free (MarkSentData *data)
+{
+  g_clear_object (&data->store);
+  g_clear_pointer (&data->id, g_free);
+  g_free (data);
+}
+
+static void
+mark_sent_thread (GTask        *task,
+                  gpointer      source_object,
+                  gpointer      task_data,
+                  GCancellable *cancellable)
+{
+  MarkSentData *data = task_data;
+  const char   *detail = _("Marked as sent by the user: the server had not confirmed it");
+  g_autoptr (GError) error = NULL;
+
+  if (!outbox_store_move (data->store, data->id, OUTBOX_FOLDER_OUTBOX, OUTBOX_FOLDER_SENT,
+                          &error))
+    {
+      g_task_return_error (task, g_steal_pointer (&error));
+      return;
+    }
+
+  /* It is in sent/ now, which is what counts; the note is a courtesy. */
+  if (!outbox_store_set_state (data->store, OUTBOX_FOLDER_SENT, data->id, OUTBOX_STATE_SENT,
+                               detail, &error))
+    g_warning ("Could not record that message %s was marked as sent: %s", data->id,
+               error->message);
+
+  g_task_return_boolean (task, TRUE);
+}
+
+static void
+mark_sent (OutboxComposeWindow *self)
+{
+  g_autoptr (GTask) task = NULL;
+  MarkSentData *data;
+
+  g_assert (OUTBOX_IS_COMPOSE_WINDOW (self));
+
+  if (!self->delivery_unknown || self->marking_sent || self->sending || self->outbox_id == NULL)
+    return;
+
+  self->marking_sent = TRUE;
   outbox_compose_window_update_actions (self);
+
+  data = g_new0 (MarkSentData, 1);
+  data->store = g_object_ref (self->store);
+  data->id = g_strdup (self->outbox_id);
+
+  /* Not cancellable: once asked, the move happens even if the window
+   * closes meanwhile. */
+  task = g_task_new (self, NULL, mark_sent_cb, NULL);
+  g_task_set_source_tag (task, mark_sent);
+  g_task_set_task_data (task, data, (GDestroyNotify) mark_sent_data_free);
+  g_task_run_in_thread (task, mark_sent_thread);
+}
+
+static void
+mark_sent_cb (GObject      *object,
+              GAsyncResult *result,
+              gpointer      user_data)
+{
+  OutboxComposeWindow *self = OUTBOX_COMPOSE_WINDOW (object);
+  g_autoptr (GError) error = NULL;
+
+  self->marking_sent = FALSE;
+
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
+    {
+      const char *title = _("The message could not be marked as sent");
+
+      if (is_disposed (self))
+        return;
+
+      /* The choice stays open. */
+      show_message_area_full (self, FALSE, title, NULL, error->message, SUGGEST_CHECK_DISK,
+                              NULL, MESSAGE_AREA_DELIVERY_UNKNOWN);
+      return;
+    }
+
+  self->sent = TRUE;
+
+  if (is_disposed (self))
+    {
+      g_signal_emit (self, signals[SENT], 0);
+      return;
+    }
+
+  hide_error (self);
+  gtk_stack_set_visible_child_name (self->progress_icon_stack, "done");
+  set_progress (self, _("Marked as sent"), 1.0);
+  gtk_widget_set_visible (self->cancel_button, FALSE);
+  gtk_revealer_set_reveal_child (self->progress_revealer, TRUE);
+
+  g_signal_emit (self, signals[SENT], 0);
+  close_soon (self);
 }
 
 static void
@@ -966,6 +1271,15 @@ on_field_changed_cb (OutboxComposeWindow *self)
 
   self->sent = FALSE;
   update_title (self);
+}
+
+static void
+on_transcript_visible_cb (OutboxComposeWindow *self)
+{
+  g_assert (OUTBOX_IS_COMPOSE_WINDOW (self));
+
+  /* The pane's own Hide button, or the action. */
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_TRANSCRIPT_VISIBLE]);
 }
 
 static void
@@ -1041,6 +1355,29 @@ compose_dismiss_error_action (GtkWidget  *widget,
   hide_error (OUTBOX_COMPOSE_WINDOW (widget));
 }
 
+static void
+compose_send_again_action (GtkWidget  *widget,
+                           const char *action_name,
+                           GVariant   *param)
+{
+  OutboxComposeWindow *self = OUTBOX_COMPOSE_WINDOW (widget);
+
+  if (!self->delivery_unknown)
+    return;
+
+  /* A fresh copy, as with Send; the unconfirmed one stays in the outbox,
+   * still marked as delivery unknown. */
+  start_send (self);
+}
+
+static void
+compose_mark_sent_action (GtkWidget  *widget,
+                          const char *action_name,
+                          GVariant   *param)
+{
+  mark_sent (OUTBOX_COMPOSE_WINDOW (widget));
+}
+
 /* Vfuncs */
 
 static void
@@ -1075,6 +1412,10 @@ outbox_compose_window_close_request (GtkWindow *window)
       if (self->sending)
         body = _("The message is still being sent. If you close the window, sending stops and "
                  "the message stays in the outbox.");
+      else if (self->delivery_unknown)
+        body = _("The server did not confirm it, so it may or may not have been sent. If you "
+                 "close the window, what you wrote here is lost; the unconfirmed copy stays in "
+                 "the outbox and is not sent again.");
       else
         body = _("It has not been sent. If you close the window, what you wrote here is lost.");
 
@@ -1173,6 +1514,10 @@ outbox_compose_window_get_property (GObject    *object,
       g_value_set_object (value, self->account);
       break;
 
+    case PROP_TRANSCRIPT_VISIBLE:
+      g_value_set_boolean (value, get_transcript_visible (self));
+      break;
+
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -1194,6 +1539,10 @@ outbox_compose_window_set_property (GObject      *object,
 
     case PROP_ACCOUNT:
       self->account = g_value_dup_object (value);
+      break;
+
+    case PROP_TRANSCRIPT_VISIBLE:
+      set_transcript_visible (self, g_value_get_boolean (value));
       break;
 
     default:
@@ -1222,6 +1571,10 @@ outbox_compose_window_class_init (OutboxComposeWindowClass *klass)
   properties[PROP_ACCOUNT] =
     g_param_spec_object ("account", NULL, NULL, OUTBOX_TYPE_ACCOUNT,
                          G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS);
+  /* Whether the transcript pane is open. */
+  properties[PROP_TRANSCRIPT_VISIBLE] =
+    g_param_spec_boolean ("transcript-visible", NULL, NULL, FALSE,
+                          G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
   signals[SENT] =
@@ -1230,6 +1583,8 @@ outbox_compose_window_class_init (OutboxComposeWindowClass *klass)
   signals[SEND_FAILED] =
     g_signal_new ("send-failed", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
                   NULL, G_TYPE_NONE, 0);
+
+  g_type_ensure (OUTBOX_TYPE_TRANSCRIPT_VIEW);
 
   gtk_widget_class_set_template_from_resource (widget_class,
                                                "/io/github/outbox/Outbox/outbox-compose-window.ui");
@@ -1254,11 +1609,19 @@ outbox_compose_window_class_init (OutboxComposeWindowClass *klass)
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, error_explanation);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, error_suggestion);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, error_note);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, error_actions);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, error_transcript_button);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, delivery_unknown_actions);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, mark_sent_button);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, send_again_button);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, body_paned);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, transcript_view);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_revealer);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_icon_stack);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_spinner);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_label);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_bar);
+  gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, progress_transcript_button);
   gtk_widget_class_bind_template_child (widget_class, OutboxComposeWindow, cancel_button);
   gtk_widget_class_bind_template_callback (widget_class, on_recipient_changed_cb);
   gtk_widget_class_bind_template_callback (widget_class, on_field_changed_cb);
@@ -1267,6 +1630,12 @@ outbox_compose_window_class_init (OutboxComposeWindowClass *klass)
   gtk_widget_class_install_action (widget_class, "compose.cancel", NULL, compose_cancel_action);
   gtk_widget_class_install_action (widget_class, "compose.dismiss-error", NULL,
                                    compose_dismiss_error_action);
+  gtk_widget_class_install_action (widget_class, "compose.send-again", NULL,
+                                   compose_send_again_action);
+  gtk_widget_class_install_action (widget_class, "compose.mark-sent", NULL,
+                                   compose_mark_sent_action);
+  gtk_widget_class_install_property_action (widget_class, "compose.show-transcript",
+                                            "transcript-visible");
 
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Return, GDK_CONTROL_MASK,
                                        "compose.send", NULL);
@@ -1282,6 +1651,10 @@ outbox_compose_window_init (OutboxComposeWindow *self)
   GtkEntry           *entries[] = { NULL, NULL, NULL };
 
   gtk_widget_init_template (GTK_WIDGET (self));
+
+  self->transcript_height = TRANSCRIPT_HEIGHT;
+  g_signal_connect_object (self->transcript_view, "notify::visible",
+                           G_CALLBACK (on_transcript_visible_cb), self, G_CONNECT_SWAPPED);
 
   entries[0] = self->to_entry;
   entries[1] = self->cc_entry;
@@ -1433,4 +1806,21 @@ outbox_compose_window_get_outbox_id (OutboxComposeWindow *self)
   g_return_val_if_fail (OUTBOX_IS_COMPOSE_WINDOW (self), NULL);
 
   return self->outbox_id;
+}
+
+gboolean
+outbox_compose_window_get_transcript_visible (OutboxComposeWindow *self)
+{
+  g_return_val_if_fail (OUTBOX_IS_COMPOSE_WINDOW (self), FALSE);
+
+  return get_transcript_visible (self);
+}
+
+void
+outbox_compose_window_set_transcript_visible (OutboxComposeWindow *self,
+                                              gboolean             visible)
+{
+  g_return_if_fail (OUTBOX_IS_COMPOSE_WINDOW (self));
+
+  set_transcript_visible (self, visible);
 }

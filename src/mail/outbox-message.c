@@ -708,15 +708,21 @@ outbox_message_to_bytes (GMimeMessage *message)
 }
 
 gboolean
-outbox_message_file_has_8bit (GFile         *file,
-                              GCancellable  *cancellable,
-                              GError       **error)
+outbox_message_file_scan (GFile         *file,
+                          gboolean      *has_8bit,
+                          gboolean      *has_long_lines,
+                          GCancellable  *cancellable,
+                          GError       **error)
 {
   g_autoptr (GFileInputStream) stream = NULL;
   g_autofree guint8 *buf = NULL;
+  gsize line = 0;
   gssize n;
 
   g_return_val_if_fail (G_IS_FILE (file), FALSE);
+
+  *has_8bit = FALSE;
+  *has_long_lines = FALSE;
 
   stream = g_file_read (file, cancellable, error);
   if (stream == NULL)
@@ -726,11 +732,17 @@ outbox_message_file_has_8bit (GFile         *file,
   while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 64 * 1024, cancellable, error)) > 0)
     {
       for (gssize i = 0; i < n; i++)
-        if (buf[i] & 0x80)
-          return TRUE;
+        {
+          if (buf[i] & 0x80)
+            *has_8bit = TRUE;
+          if (buf[i] == '\n' || buf[i] == '\r')
+            line = 0;
+          else if (++line > 998)
+            *has_long_lines = TRUE;
+        }
     }
 
-  return FALSE;
+  return n == 0;
 }
 
 static void

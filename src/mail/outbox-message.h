@@ -61,13 +61,15 @@ GMimeMessage   *outbox_message_build        (const OutboxDraft  *draft,
 /* The message as it will be stored: LF line endings. */
 GBytes         *outbox_message_to_bytes     (GMimeMessage *message);
 
-/* Whether a stored message has bytes over 127 (blocking: for worker
- * threads). */
-gboolean        outbox_message_file_has_8bit (GFile         *file,
-                                              GCancellable  *cancellable,
-                                              GError       **error);
-/* Writes @source again with every 8-bit part in quoted-printable or
- * base64, for servers without 8BITMIME (blocking). */
+/* Whether a stored message has bytes over 127, and lines longer than SMTP
+ * allows (998 octets). Blocking: for worker threads. */
+gboolean        outbox_message_file_scan    (GFile         *file,
+                                             gboolean      *has_8bit,
+                                             gboolean      *has_long_lines,
+                                             GCancellable  *cancellable,
+                                             GError       **error);
+/* Writes @source again with every part that has 8-bit data or long lines
+ * in quoted-printable or base64 (blocking). */
 gboolean        outbox_message_write_7bit   (GFile         *source,
                                              GFile         *dest,
                                              GError       **error);

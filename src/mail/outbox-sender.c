@@ -21,6 +21,7 @@ typedef struct
   GFile             *copy_7bit;  /* for servers without 8BITMIME */
   GFileInputStream  *stream_7bit;
   goffset            size_7bit;
+  gboolean           encoded_only; /* long lines: only the copy may go out */
   GPtrArray         *rejected;
   OutboxSmtpReply   *final_reply;
   GError            *send_error; /* the engine's error, returned as is */
@@ -254,10 +255,19 @@ query_info_cb (GObject      *object,
   if (g_task_return_error_if_cancelled (task))
     return;
 
+  cancellable = g_task_get_cancellable (task);
+
+  if (data->encoded_only)
+    {
+      outbox_smtp_client_send_async (data->client, data->envelope->from,
+                                     (const char *const *) data->envelope->recipients,
+                                     G_INPUT_STREAM (data->stream_7bit), data->size_7bit,
+                                     cancellable, send_cb, g_steal_pointer (&task));
+      return;
+    }
+
   outbox_smtp_client_set_8bit (data->client, data->stream_7bit != NULL,
                                G_INPUT_STREAM (data->stream_7bit), data->size_7bit);
-
-  cancellable = g_task_get_cancellable (task);
   outbox_smtp_client_send_async (data->client, data->envelope->from,
                                  (const char *const *) data->envelope->recipients,
                                  G_INPUT_STREAM (data->stream), data->size, cancellable, send_cb,
@@ -297,6 +307,8 @@ load_thread (GTask        *task,
   GError         *error = NULL;
   OutboxEnvelope *envelope;
   GFile          *file;
+  gboolean        has_8bit = FALSE;
+  gboolean        has_long_lines = FALSE;
 
   envelope = outbox_store_load_envelope (data->store, OUTBOX_FOLDER_OUTBOX, data->id, NULL,
                                          &error);
@@ -317,9 +329,12 @@ load_thread (GTask        *task,
 
   data->envelope = envelope;
 
-  /* A message with 8-bit data gets a 7-bit copy too, in case the server
-   * has no 8BITMIME. Messages Outbox builds are always 7-bit. */
-  if (outbox_message_file_has_8bit (file, cancellable, NULL))
+  /* Messages Outbox builds are always 7-bit with short lines; others
+   * (from outbox-send) may not be. Lines over 998 octets are encoded
+   * whatever the server; a message with 8-bit data gets a 7-bit copy in
+   * case the server has no 8BITMIME. */
+  if (outbox_message_file_scan (file, &has_8bit, &has_long_lines, cancellable, NULL) &&
+      (has_8bit || has_long_lines))
     {
       g_autofree char *folder = outbox_store_get_folder_path (data->store, OUTBOX_FOLDER_OUTBOX);
       g_autofree char *name = g_strconcat (data->id, ".7bit", NULL);
@@ -340,6 +355,7 @@ load_thread (GTask        *task,
         data->size_7bit = g_file_info_get_size (info);
 
       data->copy_7bit = g_steal_pointer (&copy);
+      data->encoded_only = has_long_lines && data->stream_7bit != NULL;
     }
 
   g_task_return_pointer (task, file, g_object_unref);

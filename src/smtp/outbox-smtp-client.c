@@ -386,7 +386,7 @@ session_io_error (GTask  *task,
 
   if (s->step == OUTBOX_SMTP_STEP_DATA_END)
     return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
-                        _("The connection was lost before the server confirmed the message: %s"),
+                        _("The connection was lost before the server confirmed the message (%s)."),
                         io_error->message);
 
   if (io_error->domain == G_TLS_ERROR)
@@ -590,7 +590,7 @@ session_parse_buffered (GTask *task)
       g_byte_array_set_size (s->rbuf, 0);
       if (s->step == OUTBOX_SMTP_STEP_DATA_END)
         protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
-                                _("The server's answer to the message could not be understood: %s"),
+                                _("The server's answer to the message could not be understood (%s)"),
                                 error->message);
       else
         protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL,

@@ -229,10 +229,10 @@ outbox_smtp_failure_is_temporary (const OutboxSmtpFailure *failure)
   if (failure->reply != NULL)
     return failure->reply->code / 100 == 4;
 
+  /* A server that is down or unreachable now may be up later. */
   return has_code (failure, OUTBOX_SMTP_ERROR_TIMEOUT) ||
          has_code (failure, OUTBOX_SMTP_ERROR_CONNECTION_LOST) ||
-         (has_code (failure, OUTBOX_SMTP_ERROR_CONNECT) && failure->cause != NULL &&
-          !g_error_matches (failure->cause, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED));
+         has_code (failure, OUTBOX_SMTP_ERROR_CONNECT);
 }
 
 char *
@@ -252,6 +252,10 @@ outbox_smtp_failure_get_title (const OutboxSmtpFailure *failure)
                             outbox_smtp_step_describe (failure->step));
   if (has_code (failure, OUTBOX_SMTP_ERROR_RECIPIENTS))
     return g_strdup (_("The server refused every recipient"));
+  if (failure->reply != NULL && failure->reply->code / 100 == 4)
+    /* Translators: %s is a step such as "signing in" */
+    return g_strdup_printf (_("The server had a temporary problem while %s"),
+                            outbox_smtp_step_describe (failure->step));
 
   switch (failure->step)
     {
