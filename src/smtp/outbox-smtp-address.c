@@ -18,9 +18,9 @@ is_atext (guchar c)
 }
 
 static gboolean
-invalid (GError     **error,
-         const char  *address,
-         const char  *reason)
+invalid (GError    **error,
+         const char *address,
+         const char *reason)
 {
   g_autofree char *visible = outbox_smtp_make_visible (address, -1);
 
@@ -32,10 +32,10 @@ invalid (GError     **error,
 }
 
 static gboolean
-validate_local_part (const char  *address,
-                     const char  *local,
-                     gsize        len,
-                     GError     **error)
+validate_local_part (const char *address,
+                     const char *local,
+                     gsize       len,
+                     GError    **error)
 {
   if (len == 0)
     return invalid (error, address, _("the part before @ is missing"));
@@ -94,9 +94,9 @@ validate_local_part (const char  *address,
 }
 
 static gboolean
-validate_ascii_domain (const char  *address,
-                       const char  *domain,
-                       GError     **error)
+validate_ascii_domain (const char *address,
+                       const char *domain,
+                       GError    **error)
 {
   gsize len = strlen (domain);
   gsize label_len = 0;
@@ -130,9 +130,7 @@ validate_ascii_domain (const char  *address,
       if (c == '.' || c == '\0')
         {
           if (label_len == 0)
-            return invalid (error, address, c == '\0' && i == 0
-                                              ? _("the part after @ is missing")
-                                              : _("the domain has an empty part"));
+            return invalid (error, address, c == '\0' && i == 0 ? _("the part after @ is missing") : _("the domain has an empty part"));
           if (domain[i - 1] == '-')
             return invalid (error, address, _("a part of the domain ends with a hyphen"));
           label_len = 0;
@@ -163,14 +161,14 @@ validate_ascii_domain (const char  *address,
 
 /* Splits at the last @ and converts the domain to A-labels. */
 static gboolean
-split_address (const char  *address,
-               char       **local,
-               char       **ascii_domain,
-               GError     **error)
+split_address (const char *address,
+               char      **local,
+               char      **ascii_domain,
+               GError    **error)
 {
-  const char *at;
+  const char      *at;
   g_autofree char *domain_ascii = NULL;
-  gsize local_len;
+  gsize            local_len;
 
   if (address == NULL || *address == '\0')
     return invalid (error, "", _("it is empty"));
@@ -225,16 +223,16 @@ split_address (const char  *address,
 }
 
 gboolean
-outbox_smtp_address_validate (const char  *address,
-                              GError     **error)
+outbox_smtp_address_validate (const char *address,
+                              GError    **error)
 {
   return split_address (address, NULL, NULL, error);
 }
 
 char *
-outbox_smtp_address_to_envelope (const char  *address,
-                                 gboolean     smtputf8,
-                                 GError     **error)
+outbox_smtp_address_to_envelope (const char *address,
+                                 gboolean    smtputf8,
+                                 GError    **error)
 {
   g_autofree char *local = NULL;
   g_autofree char *domain = NULL;
@@ -251,7 +249,7 @@ outbox_smtp_address_to_envelope (const char  *address,
           g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS,
                        _("“%s” has non-ASCII characters before the @, and the server does not "
                          "support international addresses (SMTPUTF8)."),
-                       visible);
+                          visible);
           return NULL;
         }
     }

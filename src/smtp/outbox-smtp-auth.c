@@ -11,8 +11,8 @@
 #include "outbox-smtp-error.h"
 
 void
-outbox_smtp_secure_wipe (void  *data,
-                         gsize  len)
+outbox_smtp_secure_wipe (void *data,
+                         gsize len)
 {
   volatile guint8 *p = data;
 
@@ -34,9 +34,9 @@ outbox_smtp_secure_free (char *secret)
 }
 
 static gboolean
-check_credential (const char  *value,
-                  gboolean     is_user,
-                  GError     **error)
+check_credential (const char *value,
+                  gboolean    is_user,
+                  GError    **error)
 {
   if (value == NULL || (is_user && *value == '\0'))
     {
@@ -57,13 +57,13 @@ check_credential (const char  *value,
 }
 
 char *
-outbox_smtp_auth_plain_response (const char  *username,
-                                 const char  *password,
-                                 GError     **error)
+outbox_smtp_auth_plain_response (const char *username,
+                                 const char *password,
+                                 GError    **error)
 {
-  gsize ulen, plen, len;
+  gsize   ulen, plen, len;
   guint8 *buf;
-  char *encoded;
+  char   *encoded;
 
   if (!check_credential (username, TRUE, error) || !check_credential (password, FALSE, error))
     return NULL;
@@ -86,9 +86,9 @@ outbox_smtp_auth_plain_response (const char  *username,
 }
 
 char *
-outbox_smtp_auth_login_response (const char  *value,
-                                 gboolean     is_password,
-                                 GError     **error)
+outbox_smtp_auth_login_response (const char *value,
+                                 gboolean    is_password,
+                                 GError    **error)
 {
   if (!check_credential (value, !is_password, error))
     return NULL;
@@ -103,14 +103,14 @@ outbox_smtp_auth_login_response (const char  *value,
 
 struct _OutboxSmtpScram
 {
-  GChecksumType  hash;
-  gsize          digest_len;
-  char          *password;             /* normalised */
-  char          *client_first_bare;    /* n=user,r=nonce */
-  char          *client_nonce;
-  char          *auth_message;
-  guint8         salted[SCRAM_MAX_DIGEST];
-  gboolean       have_salted;
+  GChecksumType hash;
+  gsize         digest_len;
+  char         *password;          /* normalised */
+  char         *client_first_bare; /* n=user,r=nonce */
+  char         *client_nonce;
+  char         *auth_message;
+  guint8        salted[SCRAM_MAX_DIGEST];
+  gboolean      have_salted;
 };
 
 static void
@@ -122,7 +122,7 @@ hmac (OutboxSmtpScram *scram,
       guint8          *out)
 {
   GHmac *h = g_hmac_new (scram->hash, key, key_len);
-  gsize len = scram->digest_len;
+  gsize  len = scram->digest_len;
 
   g_hmac_update (h, data, data_len);
   g_hmac_get_digest (h, out, &len);
@@ -136,7 +136,7 @@ digest (OutboxSmtpScram *scram,
         guint8          *out)
 {
   GChecksum *c = g_checksum_new (scram->hash);
-  gsize len = scram->digest_len;
+  gsize      len = scram->digest_len;
 
   g_checksum_update (c, data, data_len);
   g_checksum_get_digest (c, out, &len);
@@ -150,8 +150,8 @@ salt_password (OutboxSmtpScram *scram,
                gsize            salt_len,
                guint            iterations)
 {
-  gsize dlen = scram->digest_len;
-  guint8 u[SCRAM_MAX_DIGEST];
+  gsize   dlen = scram->digest_len;
+  guint8  u[SCRAM_MAX_DIGEST];
   guint8 *first = g_malloc (salt_len + 4);
 
   memcpy (first, salt, salt_len);
@@ -176,8 +176,8 @@ salt_password (OutboxSmtpScram *scram,
 }
 
 static gboolean
-scram_fail (GError     **error,
-            const char  *message)
+scram_fail (GError    **error,
+            const char *message)
 {
   g_set_error_literal (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL, message);
   return FALSE;
@@ -188,7 +188,7 @@ static char *
 scram_escape_name (const char *name)
 {
   g_autofree char *normal = g_utf8_normalize (name, -1, G_NORMALIZE_NFKC);
-  GString *out = g_string_new (NULL);
+  GString         *out = g_string_new (NULL);
 
   for (const char *p = normal; *p != '\0'; p++)
     {
@@ -207,8 +207,8 @@ static char *
 random_nonce (void)
 {
   guint8 bytes[24];
-  FILE *urandom = fopen ("/dev/urandom", "rb");
-  gsize got = 0;
+  FILE  *urandom = fopen ("/dev/urandom", "rb");
+  gsize  got = 0;
 
   if (urandom != NULL)
     {
@@ -224,11 +224,11 @@ random_nonce (void)
 }
 
 OutboxSmtpScram *
-outbox_smtp_scram_new (GChecksumType   hash,
-                       const char     *username,
-                       const char     *password,
-                       const char     *nonce,
-                       GError        **error)
+outbox_smtp_scram_new (GChecksumType hash,
+                       const char   *username,
+                       const char   *password,
+                       const char   *nonce,
+                       GError      **error)
 {
   OutboxSmtpScram *scram;
   g_autofree char *name = NULL;
@@ -267,9 +267,9 @@ outbox_smtp_scram_client_first (OutboxSmtpScram *scram)
 static char *
 decode_text (const char *b64)
 {
-  gsize len = 0;
+  gsize   len = 0;
   guchar *raw = g_base64_decode (b64, &len);
-  char *text = g_strndup ((const char *) raw, len);
+  char   *text = g_strndup ((const char *) raw, len);
 
   /* An embedded NUL makes it invalid: keep what strndup kept, checked by
    * the callers' parsing. */
@@ -281,25 +281,25 @@ decode_text (const char *b64)
 }
 
 char *
-outbox_smtp_scram_client_final (OutboxSmtpScram  *scram,
-                                const char       *server_first,
-                                GError          **error)
+outbox_smtp_scram_client_final (OutboxSmtpScram *scram,
+                                const char      *server_first,
+                                GError         **error)
 {
   g_autofree char *message = decode_text (server_first);
   g_auto (GStrv) attrs = NULL;
-  const char *nonce = NULL;
-  const char *salt_b64 = NULL;
-  const char *iter_text = NULL;
+  const char        *nonce = NULL;
+  const char        *salt_b64 = NULL;
+  const char        *iter_text = NULL;
   g_autofree guchar *salt = NULL;
-  gsize salt_len = 0;
-  guint64 iterations = 0;
-  guint8 client_key[SCRAM_MAX_DIGEST];
-  guint8 stored_key[SCRAM_MAX_DIGEST];
-  guint8 signature[SCRAM_MAX_DIGEST];
-  g_autofree char *without_proof = NULL;
-  g_autofree char *proof_b64 = NULL;
-  g_autofree char *final = NULL;
-  char *encoded;
+  gsize              salt_len = 0;
+  guint64            iterations = 0;
+  guint8             client_key[SCRAM_MAX_DIGEST];
+  guint8             stored_key[SCRAM_MAX_DIGEST];
+  guint8             signature[SCRAM_MAX_DIGEST];
+  g_autofree char   *without_proof = NULL;
+  g_autofree char   *proof_b64 = NULL;
+  g_autofree char   *final = NULL;
+  char              *encoded;
 
   if (message == NULL)
     {
@@ -367,16 +367,16 @@ outbox_smtp_scram_client_final (OutboxSmtpScram  *scram,
 }
 
 gboolean
-outbox_smtp_scram_verify_server_final (OutboxSmtpScram  *scram,
-                                       const char       *server_final,
-                                       GError          **error)
+outbox_smtp_scram_verify_server_final (OutboxSmtpScram *scram,
+                                       const char      *server_final,
+                                       GError         **error)
 {
-  g_autofree char *message = decode_text (server_final);
-  guint8 server_key[SCRAM_MAX_DIGEST];
-  guint8 expected[SCRAM_MAX_DIGEST];
+  g_autofree char   *message = decode_text (server_final);
+  guint8             server_key[SCRAM_MAX_DIGEST];
+  guint8             expected[SCRAM_MAX_DIGEST];
   g_autofree guchar *given = NULL;
-  gsize given_len = 0;
-  guint8 diff = 0;
+  gsize              given_len = 0;
+  guint8             diff = 0;
 
   if (!scram->have_salted || scram->auth_message == NULL)
     return scram_fail (error, _("The server ended the SCRAM exchange too early."));

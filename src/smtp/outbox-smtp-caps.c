@@ -34,11 +34,11 @@ outbox_smtp_caps_new_from_reply (const OutboxSmtpReply *ehlo_reply)
 
   for (guint i = 1; ehlo_reply->lines[i] != NULL; i++)
     {
-      const char *line = ehlo_reply->lines[i];
-      gsize keyword_len = strcspn (line, " =");
+      const char      *line = ehlo_reply->lines[i];
+      gsize            keyword_len = strcspn (line, " =");
       g_autofree char *keyword = NULL;
       g_autofree char *params = NULL;
-      const char *old;
+      const char      *old;
 
       while (*line == ' ')
         line++;
@@ -116,7 +116,7 @@ guint64
 outbox_smtp_caps_get_size_limit (const OutboxSmtpCaps *caps)
 {
   const char *params = outbox_smtp_caps_get_params (caps, "SIZE");
-  guint64 value = 0;
+  guint64     value = 0;
 
   if (params == NULL || *params == '\0')
     return 0;

@@ -16,33 +16,33 @@
 #include "outbox-smtp-data-filter.h"
 
 /* How much of the message is read, filtered and written at once. */
-#define BODY_CHUNK   (64 * 1024)
-#define READ_CHUNK   (16 * 1024)
+#define BODY_CHUNK (64 * 1024)
+#define READ_CHUNK (16 * 1024)
 /* BDAT chunks: each waits for its reply, so make them large. */
-#define BDAT_CHUNK   (1024 * 1024)
+#define BDAT_CHUNK (1024 * 1024)
 /* QUIT after a failure or a success gets at most this long. */
 #define QUIT_TIMEOUT_MS 5000
 
 struct _OutboxSmtpClient
 {
-  GObject             parent_instance;
+  GObject parent_instance;
 
-  char               *host;
-  guint16             port;
-  OutboxSmtpSecurity  security;
-  char               *username;
-  char               *password;
-  GTlsDatabase       *extra_ca;
-  char               *helo_name;
-  guint               timeouts[OUTBOX_SMTP_N_STEPS];
-  OutboxSmtpDsn      *dsn;
-  gboolean            has_8bit;
-  GInputStream       *fallback_7bit;
-  goffset             fallback_size;
+  char              *host;
+  guint16            port;
+  OutboxSmtpSecurity security;
+  char              *username;
+  char              *password;
+  GTlsDatabase      *extra_ca;
+  char              *helo_name;
+  guint              timeouts[OUTBOX_SMTP_N_STEPS];
+  OutboxSmtpDsn     *dsn;
+  gboolean           has_8bit;
+  GInputStream      *fallback_7bit;
+  goffset            fallback_size;
 
-  OutboxSmtpFailure  *failure;
-  GString            *transcript;
-  gboolean            busy;
+  OutboxSmtpFailure *failure;
+  GString           *transcript;
+  gboolean           busy;
 };
 
 G_DEFINE_FINAL_TYPE (OutboxSmtpClient, outbox_smtp_client, G_TYPE_OBJECT)
@@ -64,78 +64,78 @@ typedef void (*NextStep) (GTask *task);
 
 struct _Session
 {
-  OutboxSmtpClient      *self;
-  GCancellable          *user_cancel;
-  gboolean               check_only;
+  OutboxSmtpClient *self;
+  GCancellable     *user_cancel;
+  gboolean          check_only;
 
   /* What to send. */
-  char                  *from;
-  GPtrArray             *recipients;   /* envelope form */
-  GInputStream          *message;
-  goffset                message_size;
+  char         *from;
+  GPtrArray    *recipients; /* envelope form */
+  GInputStream *message;
+  goffset       message_size;
 
   /* The connection. */
-  GSocketClient         *socket_client;
-  GSocketConnection     *socket_conn;
-  GTlsConnection        *tls_conn;
-  GInputStream          *in;
-  GOutputStream         *out;
-  gboolean               tls_active;
-  gboolean               smtputf8;
-  OutboxSmtpCaps        *caps;
-  GTlsCertificateFlags   tls_errors;
+  GSocketClient       *socket_client;
+  GSocketConnection   *socket_conn;
+  GTlsConnection      *tls_conn;
+  GInputStream        *in;
+  GOutputStream       *out;
+  gboolean             tls_active;
+  gboolean             smtputf8;
+  OutboxSmtpCaps      *caps;
+  GTlsCertificateFlags tls_errors;
 
   /* Reading replies. */
   OutboxSmtpReplyParser *parser;
-  GByteArray            *rbuf;         /* bytes read but not parsed yet */
+  GByteArray            *rbuf; /* bytes read but not parsed yet */
   guint8                *read_chunk;
   ReplyHandler           on_reply;
 
   /* Writing. */
-  GBytes                *pending_write;
-  NextStep               on_written;
+  GBytes  *pending_write;
+  NextStep on_written;
 
   /* The current I/O operation. */
-  OutboxSmtpStep         step;
-  GCancellable          *io_cancel;
-  gulong                 cancel_handler;
-  GSource               *timeout_source;
-  gboolean               timed_out;
+  OutboxSmtpStep step;
+  GCancellable  *io_cancel;
+  gulong         cancel_handler;
+  GSource       *timeout_source;
+  gboolean       timed_out;
 
   /* Authentication. */
-  const char            *auth_mechanism;
-  guint                  auth_stage;
-  OutboxSmtpScram       *scram;
+  const char      *auth_mechanism;
+  guint            auth_stage;
+  OutboxSmtpScram *scram;
 
   /* PIPELINING: MAIL, RCPT and DATA go out in one write; QUIT follows
    * the final dot. */
-  gboolean               pipelining;
-  gboolean               dsn;           /* asked for, and offered */
-  gboolean               has_8bit;      /* this send's message has 8-bit data */
-  GInputStream          *fallback_7bit;
-  goffset                fallback_size;
-  gboolean               chunking;      /* BDAT instead of DATA */
-  gboolean               quit_sent;
-  OutboxSmtpReply       *mail_refusal;  /* MAIL's refusal while draining */
-  guint                  drain_left;
+  gboolean         pipelining;
+  gboolean         dsn;      /* asked for, and offered */
+  gboolean         has_8bit; /* this send's message has 8-bit data */
+  GInputStream    *fallback_7bit;
+  goffset          fallback_size;
+  gboolean         chunking; /* BDAT instead of DATA */
+  gboolean         quit_sent;
+  OutboxSmtpReply *mail_refusal; /* MAIL's refusal while draining */
+  guint            drain_left;
 
   /* Recipients. */
-  guint                  rcpt_index;
-  guint                  accepted;
-  GPtrArray             *rejected;     /* OutboxSmtpRejection */
-  GPtrArray             *deferred;     /* OutboxSmtpRejection: 452, for the next transaction */
+  guint      rcpt_index;
+  guint      accepted;
+  GPtrArray *rejected; /* OutboxSmtpRejection */
+  GPtrArray *deferred; /* OutboxSmtpRejection: 452, for the next transaction */
 
   /* Body. */
-  OutboxSmtpDataFilter   filter;
-  GByteArray            *body_out;
-  guint8                *body_in;
-  guint64                body_read;
-  gboolean               body_eof;
+  OutboxSmtpDataFilter filter;
+  GByteArray          *body_out;
+  guint8              *body_in;
+  guint64              body_read;
+  gboolean             body_eof;
 
-  OutboxSmtpReply       *final_reply;
-  GError                *error;        /* the failure being reported */
-  GError                *cause;        /* its underlying GIO/TLS error, if any */
-  OutboxSmtpReply       *error_reply;
+  OutboxSmtpReply *final_reply;
+  GError          *error; /* the failure being reported */
+  GError          *cause; /* its underlying GIO/TLS error, if any */
+  OutboxSmtpReply *error_reply;
 };
 
 typedef struct
@@ -144,18 +144,19 @@ typedef struct
   OutboxSmtpReply *final_reply;
 } SendResult;
 
-static void session_read_reply (GTask        *task,
-                                ReplyHandler  handler);
-static void session_fail_with  (GTask           *task,
-                                GError          *error,
-                                OutboxSmtpReply *reply,
-                                gboolean         send_quit);
-static void send_hello         (GTask *task);
-static void start_auth         (GTask *task);
-static void send_mail          (GTask *task);
-static void send_next_rcpt     (GTask *task);
-static void read_body_chunk    (GTask *task);
-static void start_body         (GTask *task);
+static void session_read_reply (GTask       *task,
+                                ReplyHandler handler);
+static void session_fail_with (GTask           *task,
+                               GError          *error,
+                               OutboxSmtpReply *reply,
+                               gboolean         send_quit);
+static void send_hello (GTask *task);
+static void start_auth (GTask *task);
+static void send_mail (GTask *task);
+static void send_next_rcpt (GTask *task);
+static void read_body_chunk (GTask *task);
+static void emit_progress (Session *s);
+static void start_body (GTask *task);
 
 void
 outbox_smtp_rejection_free (OutboxSmtpRejection *rejection)
@@ -221,13 +222,20 @@ default_timeout (OutboxSmtpStep step)
 {
   switch (step)
     {
-    case OUTBOX_SMTP_STEP_CONNECT: return 60 * 1000;
-    case OUTBOX_SMTP_STEP_GREETING: return 5 * 60 * 1000;
-    case OUTBOX_SMTP_STEP_MAIL: return 5 * 60 * 1000;
-    case OUTBOX_SMTP_STEP_RCPT: return 5 * 60 * 1000;
-    case OUTBOX_SMTP_STEP_DATA: return 2 * 60 * 1000;
-    case OUTBOX_SMTP_STEP_BODY: return 3 * 60 * 1000;
-    case OUTBOX_SMTP_STEP_DATA_END: return 10 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_CONNECT:
+      return 60 * 1000;
+    case OUTBOX_SMTP_STEP_GREETING:
+      return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_MAIL:
+      return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_RCPT:
+      return 5 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_DATA:
+      return 2 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_BODY:
+      return 3 * 60 * 1000;
+    case OUTBOX_SMTP_STEP_DATA_END:
+      return 10 * 60 * 1000;
     case OUTBOX_SMTP_STEP_NONE:
     case OUTBOX_SMTP_STEP_HELLO:
     case OUTBOX_SMTP_STEP_STARTTLS:
@@ -241,12 +249,12 @@ default_timeout (OutboxSmtpStep step)
 }
 
 static void
-transcript_add (OutboxSmtpClient         *self,
-                OutboxSmtpTranscriptKind  kind,
-                const char               *line)
+transcript_add (OutboxSmtpClient        *self,
+                OutboxSmtpTranscriptKind kind,
+                const char              *line)
 {
   static const char *prefixes[] = { "C: ", "S: ", "* " };
-  g_autofree char *visible = outbox_smtp_make_visible (line, -1);
+  g_autofree char   *visible = outbox_smtp_make_visible (line, -1);
 
   g_string_append (self->transcript, prefixes[kind]);
   g_string_append (self->transcript, visible);
@@ -257,8 +265,8 @@ transcript_add (OutboxSmtpClient         *self,
 }
 
 static void
-session_set_step (Session        *s,
-                  OutboxSmtpStep  step)
+session_set_step (Session       *s,
+                  OutboxSmtpStep step)
 {
   if (s->step == step)
     return;
@@ -291,13 +299,13 @@ on_user_cancelled_cb (GCancellable *cancellable,
 /* Every network operation gets a fresh cancellable that fires on the
  * caller's cancellation or on the current step's timeout. */
 static GCancellable *
-session_begin_io (GTask          *task,
-                  OutboxSmtpStep  timeout_step,
-                  guint           timeout_override)
+session_begin_io (GTask         *task,
+                  OutboxSmtpStep timeout_step,
+                  guint          timeout_override)
 {
-  Session *s = g_task_get_task_data (task);
+  Session      *s = g_task_get_task_data (task);
   GCancellable *user = s->user_cancel;
-  guint msec = timeout_override ? timeout_override : s->self->timeouts[timeout_step];
+  guint         msec = timeout_override ? timeout_override : s->self->timeouts[timeout_step];
 
   g_assert (s->timeout_source == NULL);
   g_assert (s->cancel_handler == 0);
@@ -387,7 +395,7 @@ session_io_error (GTask  *task,
   if (s->step == OUTBOX_SMTP_STEP_DATA_END)
     return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
                         _("The connection was lost before the server confirmed the message (%s)."),
-                        io_error->message);
+                           io_error->message);
 
   if (io_error->domain == G_TLS_ERROR)
     return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
@@ -395,32 +403,20 @@ session_io_error (GTask  *task,
 
   return g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
                       _("The connection to the server was lost while %s: %s"),
-                      outbox_smtp_step_describe (s->step), io_error->message);
+                         outbox_smtp_step_describe (s->step), io_error->message);
 }
 
+/* Completes the task with the session's outcome. */
 static void
-on_closed_cb (GObject      *source,
-              GAsyncResult *result,
-              gpointer      user_data)
+session_return (GTask *task)
 {
-  g_autoptr (GTask) task = user_data;
   Session *s = g_task_get_task_data (task);
-  OutboxSmtpClient *self = s->self;
-  g_autoptr (GError) ignored = NULL;
 
-  session_end_io (task);
-  g_io_stream_close_finish (G_IO_STREAM (source), result, &ignored);
-  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Connection closed"));
-
-  self->busy = FALSE;
+  s->self->busy = FALSE;
 
   if (s->error != NULL)
-    {
-      g_task_return_error (task, g_steal_pointer (&s->error));
-      return;
-    }
-
-  if (s->check_only)
+    g_task_return_error (task, g_steal_pointer (&s->error));
+  else if (s->check_only)
     g_task_return_boolean (task, TRUE);
   else
     {
@@ -432,12 +428,29 @@ on_closed_cb (GObject      *source,
     }
 }
 
+static void
+on_closed_cb (GObject      *source,
+              GAsyncResult *result,
+              gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Session          *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+  g_autoptr (GError) ignored = NULL;
+
+  session_end_io (task);
+  g_io_stream_close_finish (G_IO_STREAM (source), result, &ignored);
+  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Connection closed"));
+
+  session_return (task);
+}
+
 /* Closes the connection (if any) and completes the task with s->error, or
  * success when it is NULL. */
 static void
 session_finish (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session   *s = g_task_get_task_data (task);
   GIOStream *stream = s->tls_conn ? G_IO_STREAM (s->tls_conn) : G_IO_STREAM (s->socket_conn);
 
   session_end_io (task);
@@ -460,19 +473,7 @@ session_finish (GTask *task)
       return;
     }
 
-  s->self->busy = FALSE;
-  if (s->error != NULL)
-    g_task_return_error (task, g_steal_pointer (&s->error));
-  else if (s->check_only)
-    g_task_return_boolean (task, TRUE);
-  else
-    {
-      SendResult *result_data = g_new0 (SendResult, 1);
-
-      result_data->rejected = g_steal_pointer (&s->rejected);
-      result_data->final_reply = g_steal_pointer (&s->final_reply);
-      g_task_return_pointer (task, result_data, (GDestroyNotify) send_result_free);
-    }
+  session_return (task);
   g_object_unref (task);
 }
 
@@ -486,7 +487,7 @@ on_written_cb (GObject      *source,
   g_autoptr (GTask) task = user_data;
   Session *s = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
-  gsize written = 0;
+  gsize    written = 0;
   NextStep next;
 
   session_end_io (task);
@@ -507,14 +508,14 @@ on_written_cb (GObject      *source,
 
 /* Writes @bytes in one write, then calls @next. Takes the task. */
 static void
-session_write_bytes (GTask          *task,
-                     GBytes         *bytes,
-                     OutboxSmtpStep  timeout_step,
-                     NextStep        next)
+session_write_bytes (GTask         *task,
+                     GBytes        *bytes,
+                     OutboxSmtpStep timeout_step,
+                     NextStep       next)
 {
-  Session *s = g_task_get_task_data (task);
+  Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable;
-  gsize len;
+  gsize         len;
   gconstpointer data;
 
   g_assert (s->pending_write == NULL);
@@ -538,14 +539,14 @@ session_read_after_write (GTask *task)
 /* Sends one command line and reads its reply. @shown is what the
  * transcript shows instead of @line (for secrets), or NULL. */
 static void
-session_command (GTask        *task,
-                 const char   *line,
-                 const char   *shown,
-                 ReplyHandler  handler)
+session_command (GTask       *task,
+                 const char  *line,
+                 const char  *shown,
+                 ReplyHandler handler)
 {
   Session *s = g_task_get_task_data (task);
-  gsize len = strlen (line);
-  char *buf = g_malloc (len + 3);
+  gsize    len = strlen (line);
+  char    *buf = g_malloc (len + 3);
 
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, shown ? shown : line);
 
@@ -576,7 +577,7 @@ session_parse_buffered (GTask *task)
   Session *s = g_task_get_task_data (task);
   g_autoptr (OutboxSmtpReply) reply = NULL;
   g_autoptr (GError) error = NULL;
-  gsize consumed = 0;
+  gsize        consumed = 0;
   ReplyHandler handler;
 
   if (s->rbuf->len == 0)
@@ -591,11 +592,11 @@ session_parse_buffered (GTask *task)
       if (s->step == OUTBOX_SMTP_STEP_DATA_END)
         protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN,
                                 _("The server's answer to the message could not be understood (%s)"),
-                                error->message);
+                                   error->message);
       else
         protocol = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL,
                                 _("The server's answer while %s could not be understood: %s"),
-                                outbox_smtp_step_describe (s->step), error->message);
+                                   outbox_smtp_step_describe (s->step), error->message);
       session_fail_with (task, protocol, NULL, FALSE);
       return TRUE;
     }
@@ -650,7 +651,7 @@ on_read_cb (GObject      *source,
       else
         lost = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
                             _("The server closed the connection while %s."),
-                            outbox_smtp_step_describe (s->step));
+                               outbox_smtp_step_describe (s->step));
       session_fail_with (task, lost, NULL, FALSE);
       g_steal_pointer (&task);
       return;
@@ -662,10 +663,10 @@ on_read_cb (GObject      *source,
 
 /* Reads one reply and passes it to @handler. Takes the task. */
 static void
-session_read_reply (GTask        *task,
-                    ReplyHandler  handler)
+session_read_reply (GTask       *task,
+                    ReplyHandler handler)
 {
-  Session *s = g_task_get_task_data (task);
+  Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable;
 
   s->on_reply = handler;
@@ -691,7 +692,7 @@ on_quit_reply (GTask           *task,
 static void
 on_quit_written (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable;
 
   s->on_reply = on_quit_reply;
@@ -708,8 +709,8 @@ on_quit_written (GTask *task)
 static void
 session_quit (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
-  GCancellable *cancellable;
+  Session          *s = g_task_get_task_data (task);
+  GCancellable     *cancellable;
   static const char quit[] = "QUIT\r\n";
 
   session_set_step (s, OUTBOX_SMTP_STEP_QUIT);
@@ -739,7 +740,7 @@ session_fail_with (GTask           *task,
                    OutboxSmtpReply *reply,
                    gboolean         send_quit)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
 
   session_end_io (task);
@@ -774,14 +775,14 @@ session_fail_with (GTask           *task,
 }
 
 static void
-session_fail_reply (GTask               *task,
-                    OutboxSmtpErrorCode  code,
-                    OutboxSmtpReply     *reply,
-                    const char          *what)
+session_fail_reply (GTask              *task,
+                    OutboxSmtpErrorCode code,
+                    OutboxSmtpReply    *reply,
+                    const char         *what)
 {
   g_autofree char *text = outbox_smtp_reply_to_string (reply);
   g_autofree char *visible = outbox_smtp_make_visible (text, -1);
-  GError *error;
+  GError          *error;
 
   /* Translators: the first %s says what was refused, the second is the
    * server's reply */
@@ -798,15 +799,21 @@ tls_version_name (GTlsConnection *tls)
 {
   switch (g_tls_connection_get_protocol_version (tls))
     {
-    case G_TLS_PROTOCOL_VERSION_SSL_3_0: return "SSL 3.0";
-    case G_TLS_PROTOCOL_VERSION_TLS_1_0: return "TLS 1.0";
-    case G_TLS_PROTOCOL_VERSION_TLS_1_1: return "TLS 1.1";
-    case G_TLS_PROTOCOL_VERSION_TLS_1_2: return "TLS 1.2";
-    case G_TLS_PROTOCOL_VERSION_TLS_1_3: return "TLS 1.3";
+    case G_TLS_PROTOCOL_VERSION_SSL_3_0:
+      return "SSL 3.0";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_0:
+      return "TLS 1.0";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_1:
+      return "TLS 1.1";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_2:
+      return "TLS 1.2";
+    case G_TLS_PROTOCOL_VERSION_TLS_1_3:
+      return "TLS 1.3";
     case G_TLS_PROTOCOL_VERSION_DTLS_1_0:
     case G_TLS_PROTOCOL_VERSION_DTLS_1_2:
     case G_TLS_PROTOCOL_VERSION_UNKNOWN:
-    default: return "an unknown TLS version";
+    default:
+      return "an unknown TLS version";
     }
 }
 
@@ -814,15 +821,15 @@ static void
 describe_tls (GTask          *task,
               GTlsConnection *tls)
 {
-  Session *s = g_task_get_task_data (task);
+  Session         *s = g_task_get_task_data (task);
   GTlsCertificate *cert = g_tls_connection_get_peer_certificate (tls);
-  const char *version;
+  const char      *version;
   g_autofree char *line = NULL;
 
   version = tls_version_name (tls);
 
   line = g_strdup_printf (_("Secured with %s (%s)"), version,
-                          g_tls_connection_get_ciphersuite_name (tls) ?: "?");
+                             g_tls_connection_get_ciphersuite_name (tls) ?: "?");
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
 
   if (cert != NULL)
@@ -838,7 +845,7 @@ describe_tls (GTask          *task,
         fingerprint = g_compute_checksum_for_data (G_CHECKSUM_SHA256, der->data, der->len);
 
       cert_line = g_strdup_printf (_("Certificate: %s, issued by %s, SHA-256 %s"),
-                                   subject ?: "?", issuer ?: "?", fingerprint ?: "?");
+                                      subject ?: "?", issuer ?: "?", fingerprint ?: "?");
       transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, cert_line);
     }
 }
@@ -846,12 +853,12 @@ describe_tls (GTask          *task,
 /* The system store said no. Accept the certificate only if it is valid
  * for our host when anchored at the account's extra CA. */
 static gboolean
-on_accept_certificate_cb (GTlsConnection       *conn,
-                          GTlsCertificate      *peer_cert,
-                          GTlsCertificateFlags  errors,
-                          gpointer              user_data)
+on_accept_certificate_cb (GTlsConnection      *conn,
+                          GTlsCertificate     *peer_cert,
+                          GTlsCertificateFlags errors,
+                          gpointer             user_data)
 {
-  Session *s = user_data;
+  Session          *s = user_data;
   OutboxSmtpClient *self = s->self;
   g_autoptr (GSocketConnectable) identity = NULL;
   GTlsCertificateFlags flags;
@@ -921,8 +928,8 @@ session_check_tls_version (GTask          *task,
                      g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                                   _("The server only offers %s, an old and insecure version of "
                                     "TLS (Outbox needs 1.2 or newer)."),
-                                  tls_version_name (tls)),
-                     NULL, FALSE);
+                                     tls_version_name (tls)),
+                                  NULL, FALSE);
   return FALSE;
 }
 
@@ -931,8 +938,8 @@ session_check_injection (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
   GSocket *socket = g_socket_connection_get_socket (s->socket_conn);
-  guint8 byte;
-  gssize waiting;
+  guint8   byte;
+  gssize   waiting;
 
   /* Nothing may follow the 220: not in what was read, not in a partial
    * line, and not waiting in the socket. (A close is not data: the
@@ -947,7 +954,7 @@ session_check_injection (GTask *task)
                                             "agreeing to encrypt the connection. Outbox stopped, "
                                             "because this is how an attacker would inject "
                                             "commands.")),
-                     NULL, FALSE);
+                                          NULL, FALSE);
   return FALSE;
 }
 
@@ -999,7 +1006,7 @@ on_connected_cb (GObject      *source,
                  gpointer      user_data)
 {
   g_autoptr (GTask) task = user_data;
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
   g_autoptr (GError) error = NULL;
   GSocketConnection *conn;
@@ -1018,11 +1025,11 @@ on_connected_cb (GObject      *source,
       else if (error->domain == G_TLS_ERROR || s->step == OUTBOX_SMTP_STEP_TLS)
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                             _("Could not secure the connection to %s: %s"), self->host,
-                            error->message);
+                               error->message);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECT,
                             _("Could not connect to %s port %u: %s"), self->host, self->port,
-                            connect_reason (error));
+                               connect_reason (error));
 
       if (ours->domain == OUTBOX_SMTP_ERROR)
         s->cause = g_error_copy (error);
@@ -1058,10 +1065,10 @@ on_connected_cb (GObject      *source,
 static void
 session_connect (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
-  GCancellable *cancellable;
-  g_autofree char *line = NULL;
+  GCancellable     *cancellable;
+  g_autofree char  *line = NULL;
 
   session_set_step (s, OUTBOX_SMTP_STEP_CONNECT);
   line = g_strdup_printf (_("Connecting to %s port %u"), self->host, self->port);
@@ -1132,7 +1139,7 @@ on_ehlo_reply (GTask           *task,
 static void
 send_hello (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session         *s = g_task_get_task_data (task);
   g_autofree char *line = g_strdup_printf ("EHLO %s", s->self->helo_name);
 
   session_set_step (s, OUTBOX_SMTP_STEP_HELLO);
@@ -1161,7 +1168,7 @@ on_handshake_cb (GObject      *source,
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                             _("Could not secure the connection to %s: %s"), s->self->host,
-                            error->message);
+                               error->message);
       if (ours->domain == OUTBOX_SMTP_ERROR)
         s->cause = g_error_copy (error);
       session_fail_with (task, ours, NULL, FALSE);
@@ -1187,11 +1194,11 @@ static void
 on_starttls_reply (GTask           *task,
                    OutboxSmtpReply *reply)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
   g_autoptr (GSocketConnectable) identity = NULL;
   g_autoptr (GError) error = NULL;
-  GIOStream *tls;
+  GIOStream    *tls;
   GCancellable *cancellable;
 
   if (reply->code != 220)
@@ -1217,8 +1224,8 @@ on_starttls_reply (GTask           *task,
                          g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                                       _("TLS is not available on this computer (is "
                                         "glib-networking installed?): %s"),
-                                      error->message),
-                         NULL, FALSE);
+                                         error->message),
+                                      NULL, FALSE);
       return;
     }
 
@@ -1233,7 +1240,7 @@ on_starttls_reply (GTask           *task,
 static void
 after_hello (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
 
   if (!s->tls_active && self->security == OUTBOX_SMTP_SECURITY_STARTTLS)
@@ -1244,8 +1251,8 @@ after_hello (GTask *task)
                              g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE,
                                           _("%s does not offer encryption (STARTTLS), so Outbox "
                                             "will not sign in or send over this connection."),
-                                          self->host),
-                             NULL, TRUE);
+                                             self->host),
+                                          NULL, TRUE);
           return;
         }
 
@@ -1278,9 +1285,9 @@ static void
 on_auth_reply (GTask           *task,
                OutboxSmtpReply *reply)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
-  g_autofree char *response = NULL;
+  g_autofree char  *response = NULL;
   g_autoptr (GError) error = NULL;
   g_autofree char *line = NULL;
 
@@ -1323,7 +1330,7 @@ on_auth_reply (GTask           *task,
     {
       outbox_smtp_reply_free (reply);
       response = outbox_smtp_auth_login_response (s->auth_stage == 0 ? self->username
-                                                                      : self->password,
+                                                                     : self->password,
                                                   s->auth_stage != 0, &error);
       s->auth_stage++;
       if (response == NULL)
@@ -1351,7 +1358,7 @@ on_auth_reply (GTask           *task,
 static void
 start_auth (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
   g_autoptr (GError) error = NULL;
 
@@ -1372,7 +1379,7 @@ start_auth (GTask *task)
                          g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INSECURE,
                                               _("Outbox will not send a password over an "
                                                 "unencrypted connection.")),
-                         NULL, TRUE);
+                                              NULL, TRUE);
       return;
     }
 
@@ -1380,7 +1387,7 @@ start_auth (GTask *task)
    * password at all, and proves the server knows it too. */
   for (guint i = 0; i < 2; i++)
     {
-      const char *mechanism = i == 0 ? "SCRAM-SHA-256" : "SCRAM-SHA-1";
+      const char      *mechanism = i == 0 ? "SCRAM-SHA-256" : "SCRAM-SHA-1";
       g_autofree char *first = NULL;
       g_autofree char *line = NULL;
       g_autofree char *shown = NULL;
@@ -1409,7 +1416,7 @@ start_auth (GTask *task)
     {
       g_autofree char *response = outbox_smtp_auth_plain_response (self->username, self->password,
                                                                    &error);
-      char *line;
+      char            *line;
 
       if (response == NULL)
         {
@@ -1436,11 +1443,11 @@ start_auth (GTask *task)
   session_fail_with (task,
                      g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE,
                                   outbox_smtp_caps_has (s->caps, "AUTH")
-                                    ? _("%s offers no sign-in method Outbox supports (it "
+                                  ? _("%s offers no sign-in method Outbox supports (it "
                                         "supports SCRAM-SHA-256, SCRAM-SHA-1, PLAIN and LOGIN).")
-                                    : _("%s does not offer signing in on this connection."),
-                                  self->host),
-                     NULL, TRUE);
+                                       : _("%s does not offer signing in on this connection."),
+                                            self->host),
+                                  NULL, TRUE);
 }
 
 /* MAIL, RCPT, DATA ---------------------------------------------------------- */
@@ -1518,9 +1525,8 @@ static void
 on_body_written (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
-  guint64 total = s->message_size > 0 ? (guint64) s->message_size : s->body_read;
 
-  g_signal_emit (s->self, signals[SIGNAL_PROGRESS], 0, (guint64) MIN (s->body_read, total), total);
+  emit_progress (s);
 
   if (s->body_eof)
     {
@@ -1534,6 +1540,14 @@ on_body_written (GTask *task)
     }
 
   read_body_chunk (task);
+}
+
+static void
+emit_progress (Session *s)
+{
+  guint64 total = s->message_size > 0 ? (guint64) s->message_size : s->body_read;
+
+  g_signal_emit (s->self, signals[SIGNAL_PROGRESS], 0, (guint64) MIN (s->body_read, total), total);
 }
 
 static void
@@ -1555,9 +1569,8 @@ static void
 on_bdat_written (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
-  guint64 total = s->message_size > 0 ? (guint64) s->message_size : s->body_read;
 
-  g_signal_emit (s->self, signals[SIGNAL_PROGRESS], 0, (guint64) MIN (s->body_read, total), total);
+  emit_progress (s);
 
   if (s->body_eof)
     {
@@ -1574,8 +1587,8 @@ on_bdat_written (GTask *task)
 static void
 send_bdat_chunk (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
-  GByteArray *chunk = g_steal_pointer (&s->body_out);
+  Session         *s = g_task_get_task_data (task);
+  GByteArray      *chunk = g_steal_pointer (&s->body_out);
   g_autofree char *header = NULL;
 
   header = g_strdup_printf ("BDAT %u%s", chunk->len, s->body_eof ? " LAST" : "");
@@ -1665,7 +1678,7 @@ on_body_read_cb (GObject      *source,
 static void
 read_body_chunk (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
 
   g_input_stream_read_async (s->message, s->body_in, BODY_CHUNK, G_PRIORITY_DEFAULT, cancellable,
@@ -1779,17 +1792,17 @@ after_recipients (GTask *task)
 static void
 fail_all_rejected (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session             *s = g_task_get_task_data (task);
   OutboxSmtpRejection *last = g_ptr_array_index (s->rejected, s->rejected->len - 1);
-  GString *details = g_string_new (NULL);
+  GString             *details = g_string_new (NULL);
 
   s->step = OUTBOX_SMTP_STEP_RCPT;
 
   for (guint i = 0; i < s->rejected->len; i++)
     {
       OutboxSmtpRejection *r = g_ptr_array_index (s->rejected, i);
-      g_autofree char *text = outbox_smtp_reply_to_string (r->reply);
-      g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+      g_autofree char     *text = outbox_smtp_reply_to_string (r->reply);
+      g_autofree char     *visible = outbox_smtp_make_visible (text, -1);
 
       g_string_append_printf (details, "%s%s: %s", i ? "; " : "", r->address, visible);
     }
@@ -1797,7 +1810,7 @@ fail_all_rejected (GTask *task)
   session_fail_with (task,
                      g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
                                   _("The server refused every recipient: %s"), details->str),
-                     outbox_smtp_reply_copy (last->reply), TRUE);
+                                  outbox_smtp_reply_copy (last->reply), TRUE);
   g_string_free (details, TRUE);
 }
 
@@ -1805,7 +1818,7 @@ static void
 on_rcpt_reply (GTask           *task,
                OutboxSmtpReply *reply)
 {
-  Session *s = g_task_get_task_data (task);
+  Session    *s = g_task_get_task_data (task);
   const char *address = g_ptr_array_index (s->recipients, s->rcpt_index);
 
   if (reply->code == 421)
@@ -1869,7 +1882,7 @@ rcpt_command (Session    *s,
 static void
 send_next_rcpt (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session         *s = g_task_get_task_data (task);
   g_autofree char *line = NULL;
 
   if (s->rcpt_index >= s->recipients->len)
@@ -1981,10 +1994,10 @@ needs_smtputf8 (Session *s)
 static void
 send_mail (GTask *task)
 {
-  Session *s = g_task_get_task_data (task);
+  Session          *s = g_task_get_task_data (task);
   OutboxSmtpClient *self = s->self;
-  guint64 limit = outbox_smtp_caps_get_size_limit (s->caps);
-  GString *line = g_string_new (NULL);
+  guint64           limit = outbox_smtp_caps_get_size_limit (s->caps);
+  GString          *line = g_string_new (NULL);
   g_autoptr (GError) error = NULL;
   gboolean utf8;
 
@@ -2022,8 +2035,8 @@ send_mail (GTask *task)
                              g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
                                           _("The message contains 8-bit data, and %s only "
                                             "accepts 7-bit messages (no 8BITMIME)."),
-                                          self->host),
-                             NULL, TRUE);
+                                             self->host),
+                                          NULL, TRUE);
           return;
         }
       if (s->message != s->fallback_7bit)
@@ -2044,8 +2057,8 @@ send_mail (GTask *task)
       session_fail_with (task,
                          g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
                                       _("The message is %s MB, but %s accepts at most %s MB."),
-                                      size_mb, self->host, limit_mb),
-                         NULL, TRUE);
+                                         size_mb, self->host, limit_mb),
+                                      NULL, TRUE);
       return;
     }
 
@@ -2155,8 +2168,8 @@ same_mailbox (const char *a,
 
 /* Credentials that could never be sent are refused before connecting. */
 static gboolean
-check_credentials (OutboxSmtpClient  *self,
-                   GError           **error)
+check_credentials (OutboxSmtpClient *self,
+                   GError          **error)
 {
   g_autofree char *probe = NULL;
 
@@ -2184,14 +2197,14 @@ fail_early (OutboxSmtpClient *self,
 }
 
 void
-outbox_smtp_client_send_async (OutboxSmtpClient    *self,
-                               const char          *from,
-                               const char * const  *recipients,
-                               GInputStream        *message,
-                               goffset              message_size,
-                               GCancellable        *cancellable,
-                               GAsyncReadyCallback  callback,
-                               gpointer             user_data)
+outbox_smtp_client_send_async (OutboxSmtpClient   *self,
+                               const char         *from,
+                               const char *const  *recipients,
+                               GInputStream       *message,
+                               goffset             message_size,
+                               GCancellable       *cancellable,
+                               GAsyncReadyCallback callback,
+                               gpointer            user_data)
 {
   g_autoptr (GTask) task = NULL;
   g_autoptr (GError) error = NULL;
@@ -2270,11 +2283,11 @@ outbox_smtp_client_send_async (OutboxSmtpClient    *self,
 }
 
 gboolean
-outbox_smtp_client_send_finish (OutboxSmtpClient  *self,
-                                GAsyncResult      *result,
-                                GPtrArray        **rejected,
-                                OutboxSmtpReply  **final_reply,
-                                GError           **error)
+outbox_smtp_client_send_finish (OutboxSmtpClient *self,
+                                GAsyncResult     *result,
+                                GPtrArray       **rejected,
+                                OutboxSmtpReply **final_reply,
+                                GError          **error)
 {
   SendResult *data;
 
@@ -2295,10 +2308,10 @@ outbox_smtp_client_send_finish (OutboxSmtpClient  *self,
 }
 
 void
-outbox_smtp_client_check_async (OutboxSmtpClient    *self,
-                                GCancellable        *cancellable,
-                                GAsyncReadyCallback  callback,
-                                gpointer             user_data)
+outbox_smtp_client_check_async (OutboxSmtpClient   *self,
+                                GCancellable       *cancellable,
+                                GAsyncReadyCallback callback,
+                                gpointer            user_data)
 {
   g_autoptr (GTask) task = NULL;
   g_autoptr (GError) error = NULL;
@@ -2327,9 +2340,9 @@ outbox_smtp_client_check_async (OutboxSmtpClient    *self,
 }
 
 gboolean
-outbox_smtp_client_check_finish (OutboxSmtpClient  *self,
-                                 GAsyncResult      *result,
-                                 GError           **error)
+outbox_smtp_client_check_finish (OutboxSmtpClient *self,
+                                 GAsyncResult     *result,
+                                 GError          **error)
 {
   g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
   g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
@@ -2401,9 +2414,9 @@ outbox_smtp_client_init (OutboxSmtpClient *self)
 }
 
 OutboxSmtpClient *
-outbox_smtp_client_new (const char         *host,
-                        guint16             port,
-                        OutboxSmtpSecurity  security)
+outbox_smtp_client_new (const char        *host,
+                        guint16            port,
+                        OutboxSmtpSecurity security)
 {
   OutboxSmtpClient *self;
 
@@ -2452,9 +2465,9 @@ outbox_smtp_client_set_credentials (OutboxSmtpClient *self,
 }
 
 gboolean
-outbox_smtp_client_set_ca_file (OutboxSmtpClient  *self,
-                                const char        *path,
-                                GError           **error)
+outbox_smtp_client_set_ca_file (OutboxSmtpClient *self,
+                                const char       *path,
+                                GError          **error)
 {
   g_autoptr (GError) local_error = NULL;
   GTlsDatabase *db;
@@ -2470,7 +2483,7 @@ outbox_smtp_client_set_ca_file (OutboxSmtpClient  *self,
     {
       g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                    _("Could not load the CA certificate file “%s”: %s"), path,
-                   local_error->message);
+                      local_error->message);
       return FALSE;
     }
 

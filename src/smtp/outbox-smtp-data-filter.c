@@ -37,7 +37,7 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
                                  gsize                 len,
                                  GByteArray           *out)
 {
-  gsize run_start = 0;
+  gsize    run_start = 0;
   gboolean in_run = FALSE;
 
   filter->bytes_in += len;

@@ -8,18 +8,21 @@
 
 #include "outbox-smtp-error.h"
 
+/* clang-format off */
 G_DEFINE_QUARK (outbox-smtp-error-quark, outbox_smtp_error)
+/* clang-format on */
 
 /* Reply codes and enhanced status codes, in plain language. The first row
  * that matches wins: rows with an enhanced code come first. */
 typedef struct
 {
-  guint       code;        /* 0: any code of the enhanced code's class */
-  const char *enhanced;    /* NULL: any */
+  guint       code;     /* 0: any code of the enhanced code's class */
+  const char *enhanced; /* NULL: any */
   const char *explanation;
   const char *suggestion;
 } Explanation;
 
+/* clang-format off */
 static const Explanation explanations[] = {
   { 0, "5.7.8", N_("The server did not accept your user name and password."),
     N_("Check the user name (usually your full email address) and the password. Most providers "
@@ -86,6 +89,7 @@ static const Explanation explanations[] = {
     N_("The server's message says why; the sender address may not be allowed, or the message "
        "was flagged.") },
 };
+/* clang-format on */
 
 typedef struct
 {
@@ -94,6 +98,7 @@ typedef struct
   const char *hint;
 } ProviderHint;
 
+/* clang-format off */
 static const ProviderHint provider_hints[] = {
   { "gmail.com", 535, N_("Gmail needs an app password: turn on 2-Step Verification in your Google "
                          "Account, then create an app password at "
@@ -111,27 +116,42 @@ static const ProviderHint provider_hints[] = {
                            "accounts need an app password with two-step verification; work "
                            "accounts need their administrator to allow SMTP AUTH.") },
 };
+/* clang-format on */
 
 const char *
 outbox_smtp_step_describe (OutboxSmtpStep step)
 {
   switch (step)
     {
-    case OUTBOX_SMTP_STEP_CONNECT: return _("connecting to the server");
-    case OUTBOX_SMTP_STEP_GREETING: return _("waiting for the server's greeting");
-    case OUTBOX_SMTP_STEP_HELLO: return _("introducing Outbox to the server");
-    case OUTBOX_SMTP_STEP_STARTTLS: return _("asking the server to encrypt");
-    case OUTBOX_SMTP_STEP_TLS: return _("securing the connection");
-    case OUTBOX_SMTP_STEP_AUTH: return _("signing in");
-    case OUTBOX_SMTP_STEP_MAIL: return _("giving the sender's address");
-    case OUTBOX_SMTP_STEP_RCPT: return _("giving the recipients");
-    case OUTBOX_SMTP_STEP_DATA: return _("starting the message");
-    case OUTBOX_SMTP_STEP_BODY: return _("uploading the message");
-    case OUTBOX_SMTP_STEP_DATA_END: return _("waiting for the server to accept the message");
-    case OUTBOX_SMTP_STEP_QUIT: return _("closing the connection");
-    case OUTBOX_SMTP_STEP_DONE: return _("finishing");
+    case OUTBOX_SMTP_STEP_CONNECT:
+      return _("connecting to the server");
+    case OUTBOX_SMTP_STEP_GREETING:
+      return _("waiting for the server's greeting");
+    case OUTBOX_SMTP_STEP_HELLO:
+      return _("introducing Outbox to the server");
+    case OUTBOX_SMTP_STEP_STARTTLS:
+      return _("asking the server to encrypt");
+    case OUTBOX_SMTP_STEP_TLS:
+      return _("securing the connection");
+    case OUTBOX_SMTP_STEP_AUTH:
+      return _("signing in");
+    case OUTBOX_SMTP_STEP_MAIL:
+      return _("giving the sender's address");
+    case OUTBOX_SMTP_STEP_RCPT:
+      return _("giving the recipients");
+    case OUTBOX_SMTP_STEP_DATA:
+      return _("starting the message");
+    case OUTBOX_SMTP_STEP_BODY:
+      return _("uploading the message");
+    case OUTBOX_SMTP_STEP_DATA_END:
+      return _("waiting for the server to accept the message");
+    case OUTBOX_SMTP_STEP_QUIT:
+      return _("closing the connection");
+    case OUTBOX_SMTP_STEP_DONE:
+      return _("finishing");
     case OUTBOX_SMTP_STEP_NONE:
-    default: return _("preparing");
+    default:
+      return _("preparing");
     }
 }
 
@@ -249,13 +269,13 @@ outbox_smtp_failure_get_title (const OutboxSmtpFailure *failure)
   if (has_code (failure, OUTBOX_SMTP_ERROR_TIMEOUT))
     /* Translators: %s is a step such as "signing in" */
     return g_strdup_printf (_("No answer from the server while %s"),
-                            outbox_smtp_step_describe (failure->step));
+                               outbox_smtp_step_describe (failure->step));
   if (has_code (failure, OUTBOX_SMTP_ERROR_RECIPIENTS))
     return g_strdup (_("The server refused every recipient"));
   if (failure->reply != NULL && failure->reply->code / 100 == 4)
     /* Translators: %s is a step such as "signing in" */
     return g_strdup_printf (_("The server had a temporary problem while %s"),
-                            outbox_smtp_step_describe (failure->step));
+                               outbox_smtp_step_describe (failure->step));
 
   switch (failure->step)
     {
@@ -515,7 +535,7 @@ outbox_smtp_make_visible (const char *text,
                           gssize      len)
 {
   g_autofree char *valid = NULL;
-  GString *out;
+  GString         *out;
 
   if (text == NULL)
     return g_strdup ("");

@@ -18,11 +18,11 @@ struct _OutboxSmtpReplyParser
 };
 
 OutboxSmtpReply *
-outbox_smtp_reply_new (guint               code,
-                       const char * const *lines)
+outbox_smtp_reply_new (guint              code,
+                       const char *const *lines)
 {
   OutboxSmtpReply *reply = g_new0 (OutboxSmtpReply, 1);
-  const char *first;
+  const char      *first;
 
   reply->code = code;
   reply->lines = g_strdupv ((char **) lines);
@@ -35,8 +35,8 @@ outbox_smtp_reply_new (guint               code,
   if (first != NULL && first[0] == '0' + (int) (code / 100) && first[1] == '.')
     {
       const char *p = first + 2;
-      guint parts = 2;
-      guint digits = 0;
+      guint       parts = 2;
+      guint       digits = 0;
 
       for (; *p != '\0' && *p != ' '; p++)
         {
@@ -65,7 +65,7 @@ outbox_smtp_reply_copy (const OutboxSmtpReply *reply)
 {
   g_return_val_if_fail (reply != NULL, NULL);
 
-  return outbox_smtp_reply_new (reply->code, (const char * const *) reply->lines);
+  return outbox_smtp_reply_new (reply->code, (const char *const *) reply->lines);
 }
 
 void
@@ -84,7 +84,7 @@ char *
 outbox_smtp_reply_to_string (const OutboxSmtpReply *reply)
 {
   GString *str;
-  guint n;
+  guint    n;
 
   g_return_val_if_fail (reply != NULL, NULL);
 
@@ -155,9 +155,9 @@ outbox_smtp_reply_parser_is_idle (OutboxSmtpReplyParser *parser)
 }
 
 static gboolean
-fail (OutboxSmtpReplyParser  *parser,
-      GError                **error,
-      const char             *message)
+fail (OutboxSmtpReplyParser *parser,
+      GError               **error,
+      const char            *message)
 {
   outbox_smtp_reply_parser_reset (parser);
   g_set_error_literal (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL, message);
@@ -166,13 +166,13 @@ fail (OutboxSmtpReplyParser  *parser,
 
 /* Feeds one complete line without its CRLF. */
 gboolean
-outbox_smtp_reply_parser_feed_line (OutboxSmtpReplyParser  *parser,
-                                    const char             *line,
-                                    gsize                   len,
-                                    OutboxSmtpReply       **reply,
-                                    GError                **error)
+outbox_smtp_reply_parser_feed_line (OutboxSmtpReplyParser *parser,
+                                    const char            *line,
+                                    gsize                  len,
+                                    OutboxSmtpReply      **reply,
+                                    GError               **error)
 {
-  guint code;
+  guint    code;
   gboolean last;
 
   g_return_val_if_fail (parser != NULL, FALSE);
@@ -206,7 +206,7 @@ outbox_smtp_reply_parser_feed_line (OutboxSmtpReplyParser  *parser,
   if (last)
     {
       g_ptr_array_add (parser->lines, NULL);
-      *reply = outbox_smtp_reply_new (code, (const char * const *) parser->lines->pdata);
+      *reply = outbox_smtp_reply_new (code, (const char *const *) parser->lines->pdata);
       outbox_smtp_reply_parser_reset (parser);
     }
 
@@ -216,12 +216,12 @@ outbox_smtp_reply_parser_feed_line (OutboxSmtpReplyParser  *parser,
 /* Feeds raw bytes. Stops right after a complete reply, so that the caller
  * can see what else the server sent (*consumed tells how far it got). */
 gboolean
-outbox_smtp_reply_parser_feed (OutboxSmtpReplyParser  *parser,
-                               const guint8           *data,
-                               gsize                   len,
-                               gsize                  *consumed,
-                               OutboxSmtpReply       **reply,
-                               GError                **error)
+outbox_smtp_reply_parser_feed (OutboxSmtpReplyParser *parser,
+                               const guint8          *data,
+                               gsize                  len,
+                               gsize                 *consumed,
+                               OutboxSmtpReply      **reply,
+                               GError               **error)
 {
   g_return_val_if_fail (parser != NULL, FALSE);
   g_return_val_if_fail (reply != NULL && *reply == NULL, FALSE);
