@@ -1135,6 +1135,34 @@ test_connect_refused (void)
 }
 
 static void
+test_no_tls_backend (void)
+{
+  /* Without glib-networking GIO has no TLS: the engine says so, in a child
+   * process whose GIO cannot find its modules. */
+  if (g_test_subprocess ())
+    {
+      g_autoptr (OutboxSmtpClient) client = outbox_smtp_client_new ("127.0.0.1", 9,
+                                                                    OUTBOX_SMTP_SECURITY_STARTTLS);
+      g_autofree char *suggestion = NULL;
+      Outcome o;
+
+      run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+      g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NO_TLS_BACKEND);
+      g_assert_cmpuint (o.steps->len, ==, 1);
+      suggestion = outbox_smtp_failure_get_suggestion (outbox_smtp_client_get_failure (client));
+      g_print ("%s\n", suggestion);
+      outcome_clear (&o);
+      return;
+    }
+
+  g_setenv ("GIO_MODULE_DIR", "/nonexistent", TRUE);
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
+  g_unsetenv ("GIO_MODULE_DIR");
+  g_test_trap_assert_passed ();
+  g_test_trap_assert_stdout ("*glib-networking*");
+}
+
+static void
 test_invalid_recipient_before_connect (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
@@ -1220,6 +1248,7 @@ main (int   argc,
   g_test_add_func ("/engine/cancel-after-dot", test_cancel_after_dot);
   g_test_add_func ("/engine/connect-refused", test_connect_refused);
   g_test_add_func ("/engine/invalid-recipient-before-connect", test_invalid_recipient_before_connect);
+  g_test_add_func ("/engine/no-tls-backend", test_no_tls_backend);
   g_test_add_func ("/engine/bad-certificate", test_bad_certificate);
 
   for (Stage stage = 0; stage < N_STAGES; stage++)

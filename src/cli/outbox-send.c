@@ -811,6 +811,7 @@ exit_code_for_failure (const GError            *error,
 
         case OUTBOX_SMTP_ERROR_INVALID_INPUT:
         case OUTBOX_SMTP_ERROR_INSECURE:
+        case OUTBOX_SMTP_ERROR_NO_TLS_BACKEND:
           return EX_CONFIG;
 
         case OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN:

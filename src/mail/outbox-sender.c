@@ -75,6 +75,7 @@ outbox_sender_state_for_error (const GError *error)
         case OUTBOX_SMTP_ERROR_INVALID_ADDRESS:
         case OUTBOX_SMTP_ERROR_INVALID_INPUT:
         case OUTBOX_SMTP_ERROR_INSECURE:
+        case OUTBOX_SMTP_ERROR_NO_TLS_BACKEND:
         default:
           return OUTBOX_STATE_FAILED_PERMANENT;
         }

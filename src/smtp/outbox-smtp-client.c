@@ -1071,6 +1071,19 @@ session_connect (GTask *task)
   g_autofree char  *line = NULL;
 
   session_set_step (s, OUTBOX_SMTP_STEP_CONNECT);
+
+  if (self->security != OUTBOX_SMTP_SECURITY_NONE &&
+      !g_tls_backend_supports_tls (g_tls_backend_get_default ()))
+    {
+      s->step = OUTBOX_SMTP_STEP_TLS;
+      session_fail_with (task,
+                         g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NO_TLS_BACKEND,
+                                              _("This computer has no TLS support for GLib "
+                                                "(glib-networking is not installed).")),
+                         NULL, FALSE);
+      return;
+    }
+
   line = g_strdup_printf (_("Connecting to %s port %u"), self->host, self->port);
   transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
 

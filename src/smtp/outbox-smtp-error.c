@@ -520,6 +520,9 @@ outbox_smtp_failure_get_suggestion (const OutboxSmtpFailure *failure)
     case OUTBOX_SMTP_ERROR_INSECURE:
       return g_strdup (_("Choose STARTTLS or TLS as the connection security."));
 
+    case OUTBOX_SMTP_ERROR_NO_TLS_BACKEND:
+      return g_strdup (_("Install the glib-networking package, then try again."));
+
     case OUTBOX_SMTP_ERROR_REJECTED:
     case OUTBOX_SMTP_ERROR_AUTH_FAILED:
     case OUTBOX_SMTP_ERROR_RECIPIENTS:

@@ -26,6 +26,7 @@ typedef enum
   OUTBOX_SMTP_ERROR_INVALID_ADDRESS,  /* an envelope address is not acceptable */
   OUTBOX_SMTP_ERROR_INVALID_INPUT,    /* e.g. a NUL in the user name or password */
   OUTBOX_SMTP_ERROR_INSECURE,         /* refusing to send a password in clear text */
+  OUTBOX_SMTP_ERROR_NO_TLS_BACKEND,   /* GIO has no TLS (glib-networking missing) */
 } OutboxSmtpErrorCode;
 
 /* The steps of a session, in order. */
