@@ -644,6 +644,148 @@ test_8bitmime (void)
     }
 }
 
+/* Several messages over one connection --------------------------------------- */
+
+static void
+on_batch_sent (GObject      *source,
+               GAsyncResult *result,
+               gpointer      user_data)
+{
+  Outcome *o = user_data;
+
+  o->ok = outbox_smtp_client_send_batch_finish (OUTBOX_SMTP_CLIENT (source), result, &o->error);
+  o->done = TRUE;
+}
+
+static GPtrArray *
+make_jobs (guint n)
+{
+  GPtrArray *jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+
+  for (guint i = 0; i < n; i++)
+    {
+      g_autofree char *text = g_strdup_printf ("Subject: message %u\n\nBody %u\n", i, i);
+      g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (g_steal_pointer (&text),
+                                                                            -1, g_free);
+
+      g_ptr_array_add (jobs, outbox_smtp_job_new (USER, bob, stream, -1));
+    }
+
+  return jobs;
+}
+
+static void
+run_batch (OutboxSmtpClient *client,
+           GPtrArray        *jobs,
+           Outcome          *o)
+{
+  memset (o, 0, sizeof *o);
+  o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
+  o->transcript = g_string_new (NULL);
+  outbox_smtp_client_send_batch_async (client, jobs, NULL, on_batch_sent, o);
+  while (!o->done)
+    g_main_context_iteration (NULL, TRUE);
+}
+
+/* A refused message is reset (RSET) and the next one still goes, on the
+ * same connection; QUIT only at the end. */
+static void
+test_batch_reset (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GPtrArray) jobs = make_jobs (3);
+  g_autoptr (GBytes) first = NULL;
+  g_autoptr (GBytes) third = NULL;
+  OutboxSmtpJob *refused;
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_body (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "552 5.3.4 Message too big for today\r\n");
+  outbox_test_smtp_server_expect (srv, "RSET");
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_body (srv);
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_batch (client, jobs, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+  g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 1);
+
+  /* The batch reports the first failure; each job its own outcome. */
+  g_assert_false (o.ok);
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+  g_assert_true (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 0)));
+  g_assert_cmpuint (outbox_smtp_job_get_final_reply (g_ptr_array_index (jobs, 0))->code, ==, 250);
+  refused = g_ptr_array_index (jobs, 1);
+  g_assert_false (outbox_smtp_job_get_sent (refused));
+  g_assert_error ((GError *) outbox_smtp_job_get_error (refused), OUTBOX_SMTP_ERROR,
+                  OUTBOX_SMTP_ERROR_REJECTED);
+  g_assert_cmpint (outbox_smtp_job_get_failure (refused)->step, ==, OUTBOX_SMTP_STEP_MAIL);
+  g_assert_cmpuint (outbox_smtp_job_get_failure (refused)->reply->code, ==, 552);
+  g_assert_true (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 2)));
+
+  first = outbox_test_smtp_server_get_data_nth (srv, 0);
+  third = outbox_test_smtp_server_get_data_nth (srv, 1);
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (first, NULL), -1, "Subject: message 0"));
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (third, NULL), -1, "Subject: message 2"));
+  outcome_clear (&o);
+}
+
+/* The connection ends after the second message's dot: that one is
+ * "delivery unknown", the third fails with it, the first stays sent. */
+static void
+test_batch_connection_lost (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GPtrArray) jobs = make_jobs (3);
+  Outcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  for (guint i = 0; i < 2; i++)
+    {
+      outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+      outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+      outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+      outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+      outbox_test_smtp_server_expect (srv, "DATA");
+      outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
+      outbox_test_smtp_server_read_data (srv);
+      if (i == 0)
+        outbox_test_smtp_server_send (srv, "250 2.0.0 queued\r\n");
+    }
+  outbox_test_smtp_server_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_batch (client, jobs, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+
+  g_assert_false (o.ok);
+  g_assert_true (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 0)));
+  g_assert_error ((GError *) outbox_smtp_job_get_error (g_ptr_array_index (jobs, 1)),
+                  OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+  g_assert_false (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 2)));
+  g_assert_nonnull (outbox_smtp_job_get_error (g_ptr_array_index (jobs, 2)));
+  outcome_clear (&o);
+}
+
 /* STARTTLS safety ------------------------------------------------------------ */
 
 static void
@@ -1237,6 +1379,8 @@ main (int   argc,
   g_test_add_func ("/engine/pipelining-dsn", test_pipelining_dsn);
   g_test_add_func ("/engine/recipient-limit", test_recipient_limit);
   g_test_add_func ("/engine/8bitmime", test_8bitmime);
+  g_test_add_func ("/engine/batch-reset", test_batch_reset);
+  g_test_add_func ("/engine/batch-connection-lost", test_batch_connection_lost);
   g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);
   g_test_add_func ("/engine/all-rejected", test_all_rejected);
   g_test_add_func ("/engine/error-greeting", test_error_greeting);

@@ -327,6 +327,68 @@ test_partial_rejection (void)
 }
 
 static void
+on_batch_sent (GObject      *source,
+               GAsyncResult *result,
+               gpointer      user_data)
+{
+  Result *r = user_data;
+
+  r->ok = outbox_smtp_client_send_batch_finish (OUTBOX_SMTP_CLIENT (source), result, &r->error);
+  r->done = TRUE;
+}
+
+/* Three messages over one connection (pipelined, BDAT); the second one's
+ * only recipient is refused, the transaction is reset, the third still
+ * goes. */
+static void
+test_batch (void)
+{
+  const char *to_bob[] = { "bob@outbox.test", NULL };
+  const char *to_nobody[] = { "nobody@outbox.test", NULL };
+  const char *to_carol[] = { "carol@outbox.test", NULL };
+  const char *const *rcpts[] = { to_bob, to_nobody, to_carol };
+  g_autoptr (GPtrArray) jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GPtrArray) delivered = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *transcript = NULL;
+  Result r = { 0 };
+
+  for (guint i = 0; i < 3; i++)
+    {
+      g_autofree char *text = g_strdup_printf ("From: %s\nSubject: batch %u\n\nMessage %u.\n",
+                                               outbox_test_postfix_get_username (postfix), i, i);
+      g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (g_steal_pointer (&text),
+                                                                            -1, g_free);
+
+      g_ptr_array_add (jobs, outbox_smtp_job_new (outbox_test_postfix_get_username (postfix),
+                                                  rcpts[i], stream, -1));
+    }
+
+  client = make_client (outbox_test_postfix_get_submission_port (postfix),
+                        OUTBOX_SMTP_SECURITY_STARTTLS, outbox_test_postfix_get_password (postfix));
+  outbox_smtp_client_send_batch_async (client, jobs, NULL, on_batch_sent, &r);
+  wait_for (&r);
+
+  g_assert_false (r.ok);
+  g_assert_error (r.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS);
+  g_assert_true (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 0)));
+  g_assert_false (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 1)));
+  g_assert_cmpuint (outbox_smtp_job_get_failure (g_ptr_array_index (jobs, 1))->reply->code, ==, 550);
+  g_assert_true (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 2)));
+
+  transcript = outbox_smtp_client_get_transcript (client);
+  g_assert_nonnull (strstr (transcript, "C: RSET"));
+  /* One session: one greeting, one sign-in. */
+  g_assert_null (strstr (strstr (transcript, "C: AUTH") + 1, "C: AUTH"));
+
+  delivered = outbox_test_postfix_wait_for_messages (postfix, 2, 30000, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (delivered->len, ==, 2);
+  result_clear (&r);
+}
+
+static void
 test_wrong_password (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
@@ -405,6 +467,7 @@ main (int   argc,
   g_test_add_func ("/postfix/deliver-implicit-tls-data", test_deliver_implicit_tls);
   g_test_add_func ("/postfix/deliver-bdat-chunks", test_deliver_bdat_chunks);
   g_test_add_func ("/postfix/partial-rejection", test_partial_rejection);
+  g_test_add_func ("/postfix/batch", test_batch);
 
   ret = g_test_run ();
 

@@ -68,6 +68,12 @@ struct _Session
   GCancellable     *user_cancel;
   gboolean          check_only;
 
+  /* The messages: one for send_async(), several for a batch. The fields
+   * below describe the current one. */
+  GPtrArray *jobs;
+  guint      job_index;
+  gboolean   batch;
+
   /* What to send. */
   char         *from;
   GPtrArray    *recipients; /* envelope form */
@@ -144,6 +150,30 @@ typedef struct
   OutboxSmtpReply *final_reply;
 } SendResult;
 
+struct _OutboxSmtpJob
+{
+  /* What to send, as given. */
+  char         *from_input;
+  GStrv         recipients_input;
+  GInputStream *message;
+  goffset       message_size;
+  gboolean      has_8bit;
+  GInputStream *fallback_7bit;
+  goffset       fallback_size;
+
+  /* The envelope, checked. */
+  char      *from;
+  GPtrArray *recipients;
+
+  /* The outcome. */
+  gboolean           done;
+  gboolean           sent;
+  GError            *error;
+  OutboxSmtpFailure *failure;
+  GPtrArray         *rejected;
+  OutboxSmtpReply   *final_reply;
+};
+
 static void session_read_reply (GTask       *task,
                                 ReplyHandler handler);
 static void session_fail_with (GTask           *task,
@@ -192,6 +222,7 @@ session_free (Session *s)
 
   g_clear_object (&s->io_cancel);
   g_clear_error (&s->cause);
+  g_clear_pointer (&s->jobs, g_ptr_array_unref);
   g_free (s->from);
   g_clear_pointer (&s->recipients, g_ptr_array_unref);
   g_clear_object (&s->message);
@@ -414,7 +445,24 @@ session_return (GTask *task)
 
   s->self->busy = FALSE;
 
-  if (s->error != NULL)
+  if (s->batch)
+    {
+      for (guint i = 0; i < s->jobs->len; i++)
+        {
+          OutboxSmtpJob *job = g_ptr_array_index (s->jobs, i);
+
+          if (!job->sent)
+            {
+              g_task_return_error (task, job->error != NULL
+                                           ? g_error_copy (job->error)
+                                           : g_error_new_literal (G_IO_ERROR, G_IO_ERROR_FAILED,
+                                                                  _("The message was not sent.")));
+              return;
+            }
+        }
+      g_task_return_boolean (task, TRUE);
+    }
+  else if (s->error != NULL)
     g_task_return_error (task, g_steal_pointer (&s->error));
   else if (s->check_only)
     g_task_return_boolean (task, TRUE);
@@ -731,6 +779,65 @@ session_quit (GTask *task)
                                    on_written_cb, task);
 }
 
+static void
+job_record_failure (OutboxSmtpJob           *job,
+                    const GError            *error,
+                    const OutboxSmtpFailure *failure)
+{
+  if (job->done)
+    return;
+
+  job->done = TRUE;
+  job->error = g_error_copy (error);
+  job->failure = failure != NULL ? outbox_smtp_failure_copy (failure) : NULL;
+}
+
+/* The index of the next message still to send, or -1. */
+static int
+next_job_index (Session *s)
+{
+  for (guint i = s->job_index + 1; s->jobs != NULL && i < s->jobs->len; i++)
+    if (!((OutboxSmtpJob *) g_ptr_array_index (s->jobs, i))->done)
+      return i;
+
+  return -1;
+}
+
+/* Makes job @index the current message, in a fresh transaction. */
+static void
+load_job (Session *s,
+          guint    index)
+{
+  OutboxSmtpJob *job = g_ptr_array_index (s->jobs, index);
+
+  s->job_index = index;
+
+  g_free (s->from);
+  s->from = g_strdup (job->from);
+  g_clear_pointer (&s->recipients, g_ptr_array_unref);
+  s->recipients = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < job->recipients->len; i++)
+    g_ptr_array_add (s->recipients, g_strdup (g_ptr_array_index (job->recipients, i)));
+  g_set_object (&s->message, job->message);
+  s->message_size = job->message_size;
+  s->has_8bit = job->has_8bit;
+  g_set_object (&s->fallback_7bit, job->fallback_7bit);
+  s->fallback_size = job->fallback_size;
+
+  s->rcpt_index = 0;
+  s->accepted = 0;
+  s->drain_left = 0;
+  s->body_eof = FALSE;
+  s->body_read = 0;
+  g_clear_pointer (&s->body_out, g_byte_array_unref);
+  g_clear_pointer (&s->body_in, g_free);
+  g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
+  g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
+  g_ptr_array_set_size (s->deferred, 0);
+  g_clear_pointer (&s->rejected, g_ptr_array_unref);
+  s->rejected = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
+}
+
 /* Records the failure and ends the session: with QUIT when the
  * connection is still in a known state, else by closing it. Takes the
  * task and @error; @reply (nullable) is taken too. */
@@ -765,6 +872,10 @@ session_fail_with (GTask           *task,
   if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, error->message);
 
+  /* This message and every one after it fail with the session. */
+  for (guint i = s->job_index; s->jobs != NULL && i < s->jobs->len; i++)
+    job_record_failure (g_ptr_array_index (s->jobs, i), error, self->failure);
+
   s->error = error;
   outbox_smtp_reply_free (reply);
 
@@ -790,6 +901,67 @@ session_fail_reply (GTask              *task,
 
   /* A 421 means the server is closing: no QUIT. */
   session_fail_with (task, error, reply, reply->code != 421);
+}
+
+static void start_next_job (GTask *task);
+
+static void
+on_rset_reply (GTask           *task,
+               OutboxSmtpReply *reply)
+{
+  if (reply->code != 250)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server refused to start over for the next message"));
+      return;
+    }
+
+  outbox_smtp_reply_free (reply);
+  start_next_job (task);
+}
+
+/* A transaction failed but the connection is fine: with more messages to
+ * send, record this one's failure, RSET, and go on; otherwise end the
+ * session as any failure does. Takes @error and @reply. */
+static void
+job_failed (GTask           *task,
+            GError          *error,
+            OutboxSmtpReply *reply)
+{
+  Session          *s = g_task_get_task_data (task);
+  OutboxSmtpClient *self = s->self;
+
+  if (!s->batch || next_job_index (s) < 0 || (reply != NULL && reply->code == 421))
+    {
+      session_fail_with (task, error, reply, reply == NULL || reply->code != 421);
+      return;
+    }
+
+  g_clear_pointer (&self->failure, outbox_smtp_failure_free);
+  self->failure = outbox_smtp_failure_new (s->step, error, NULL, reply, self->host, self->port,
+                                           self->security);
+  job_record_failure (g_ptr_array_index (s->jobs, s->job_index), error, self->failure);
+  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, error->message);
+  g_error_free (error);
+  outbox_smtp_reply_free (reply);
+
+  session_command (task, "RSET", NULL, on_rset_reply);
+}
+
+static void
+job_fail_reply (GTask              *task,
+                OutboxSmtpErrorCode code,
+                OutboxSmtpReply    *reply,
+                const char         *what)
+{
+  g_autofree char *text = outbox_smtp_reply_to_string (reply);
+  g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+
+  /* Translators: the first %s says what was refused, the second is the
+   * server's reply */
+  job_failed (task,
+              g_error_new (OUTBOX_SMTP_ERROR, code, _("%s: the server replied “%s”."), what, visible),
+                           reply);
 }
 
 /* Connecting ---------------------------------------------------------------- */
@@ -1080,7 +1252,7 @@ session_connect (GTask *task)
                          g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NO_TLS_BACKEND,
                                               _("This computer has no TLS support for GLib "
                                                 "(glib-networking is not installed).")),
-                         NULL, FALSE);
+                                              NULL, FALSE);
       return;
     }
 
@@ -1465,6 +1637,27 @@ start_auth (GTask *task)
 
 /* MAIL, RCPT, DATA ---------------------------------------------------------- */
 
+static void
+job_record_success (Session *s)
+{
+  OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
+
+  job->done = TRUE;
+  job->sent = TRUE;
+  job->rejected = g_ptr_array_ref (s->rejected);
+  job->final_reply = outbox_smtp_reply_copy (s->final_reply);
+}
+
+/* The next message, on the same connection. */
+static void
+start_next_job (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  load_job (s, next_job_index (s));
+  send_mail (task);
+}
+
 /* The same message again, for the recipients a 452 put off. */
 static void
 next_transaction (GTask *task)
@@ -1517,8 +1710,7 @@ on_data_end_reply (GTask           *task,
 
   if (reply->code != 250)
     {
-      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
-                          _("The server refused the message"));
+      job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply, _("The server refused the message"));
       return;
     }
 
@@ -1528,6 +1720,13 @@ on_data_end_reply (GTask           *task,
   if (s->deferred->len > 0)
     {
       next_transaction (task);
+      return;
+    }
+
+  job_record_success (s);
+  if (s->batch && next_job_index (s) >= 0)
+    {
+      start_next_job (task);
       return;
     }
 
@@ -1569,8 +1768,7 @@ on_bdat_reply (GTask           *task,
 {
   if (reply->code != 250)
     {
-      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
-                          _("The server refused the message"));
+      job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply, _("The server refused the message"));
       return;
     }
 
@@ -1609,7 +1807,7 @@ send_bdat_chunk (GTask *task)
   g_byte_array_prepend (chunk, (const guint8 *) "\r\n", 2);
   g_byte_array_prepend (chunk, (const guint8 *) header, strlen (header));
 
-  if (s->body_eof && s->pipelining && s->deferred->len == 0)
+  if (s->body_eof && s->pipelining && s->deferred->len == 0 && next_job_index (s) < 0)
     {
       g_byte_array_append (chunk, (const guint8 *) "QUIT\r\n", 6);
       s->quit_sent = TRUE;
@@ -1658,7 +1856,7 @@ on_body_read_cb (GObject      *source,
     {
       s->body_eof = TRUE;
       outbox_smtp_data_filter_finish (&s->filter, s->body_out);
-      if (s->pipelining && !s->chunking && s->deferred->len == 0)
+      if (s->pipelining && !s->chunking && s->deferred->len == 0 && next_job_index (s) < 0)
         {
           g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
           s->quit_sent = TRUE;
@@ -1704,8 +1902,8 @@ on_data_reply (GTask           *task,
 {
   if (reply->code != 354)
     {
-      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
-                          _("The server refused to take the message"));
+      job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                      _("The server refused to take the message"));
       return;
     }
   outbox_smtp_reply_free (reply);
@@ -1820,10 +2018,10 @@ fail_all_rejected (GTask *task)
       g_string_append_printf (details, "%s%s: %s", i ? "; " : "", r->address, visible);
     }
 
-  session_fail_with (task,
-                     g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
-                                  _("The server refused every recipient: %s"), details->str),
-                                  outbox_smtp_reply_copy (last->reply), TRUE);
+  job_failed (task,
+              g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_RECIPIENTS,
+                           _("The server refused every recipient: %s"), details->str),
+                           outbox_smtp_reply_copy (last->reply));
   g_string_free (details, TRUE);
 }
 
@@ -1938,8 +2136,8 @@ on_drain_reply (GTask           *task,
     }
 
   s->step = OUTBOX_SMTP_STEP_MAIL;
-  session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
-                      _("The server refused the sender's address"));
+  job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
+                  _("The server refused the sender's address"));
 }
 
 static void
@@ -1957,8 +2155,8 @@ on_mail_reply (GTask           *task,
       if (s->drain_left == 0)
         {
           s->step = OUTBOX_SMTP_STEP_MAIL;
-          session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
-                              _("The server refused the sender's address"));
+          job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->mail_refusal),
+                          _("The server refused the sender's address"));
           return;
         }
       session_read_reply (task, on_drain_reply);
@@ -1967,8 +2165,8 @@ on_mail_reply (GTask           *task,
 
   if (reply->code != 250)
     {
-      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
-                          _("The server refused the sender's address"));
+      job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                      _("The server refused the sender's address"));
       return;
     }
   outbox_smtp_reply_free (reply);
@@ -2034,7 +2232,7 @@ send_mail (GTask *task)
 
       outbox_smtp_address_to_envelope (bad, FALSE, &error);
       g_string_free (line, TRUE);
-      session_fail_with (task, g_steal_pointer (&error), NULL, TRUE);
+      job_failed (task, g_steal_pointer (&error), NULL);
       return;
     }
 
@@ -2044,12 +2242,12 @@ send_mail (GTask *task)
       if (s->fallback_7bit == NULL)
         {
           g_string_free (line, TRUE);
-          session_fail_with (task,
-                             g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
-                                          _("The message contains 8-bit data, and %s only "
-                                            "accepts 7-bit messages (no 8BITMIME)."),
-                                             self->host),
-                                          NULL, TRUE);
+          job_failed (task,
+                      g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
+                                   _("The message contains 8-bit data, and %s only accepts "
+                                     "7-bit messages (no 8BITMIME)."),
+                                      self->host),
+                                   NULL);
           return;
         }
       if (s->message != s->fallback_7bit)
@@ -2067,11 +2265,11 @@ send_mail (GTask *task)
       g_autofree char *limit_mb = format_mb (limit);
 
       g_string_free (line, TRUE);
-      session_fail_with (task,
-                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
-                                      _("The message is %s MB, but %s accepts at most %s MB."),
-                                         size_mb, self->host, limit_mb),
-                                      NULL, TRUE);
+      job_failed (task,
+                  g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED,
+                               _("The message is %s MB, but %s accepts at most %s MB."), size_mb,
+                                  self->host, limit_mb),
+                               NULL);
       return;
     }
 
@@ -2209,6 +2407,99 @@ fail_early (OutboxSmtpClient *self,
   g_task_return_error (task, error);
 }
 
+/* Checks a job's addresses and builds its envelope. */
+static gboolean
+prepare_job (OutboxSmtpJob *job,
+             GError       **error)
+{
+  job->from = *job->from_input ? outbox_smtp_address_to_envelope (job->from_input, TRUE, error)
+                               : g_strdup ("");
+  if (job->from == NULL)
+    return FALSE;
+
+  job->recipients = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; job->recipients_input[i] != NULL; i++)
+    {
+      char *envelope = outbox_smtp_address_to_envelope (job->recipients_input[i], TRUE, error);
+
+      if (envelope == NULL)
+        return FALSE;
+
+      /* The same recipient once: local parts are case-sensitive, domains
+       * are not. */
+      for (guint j = 0; j < job->recipients->len && envelope != NULL; j++)
+        if (same_mailbox (g_ptr_array_index (job->recipients, j), envelope))
+          g_clear_pointer (&envelope, g_free);
+
+      if (envelope != NULL)
+        g_ptr_array_add (job->recipients, envelope);
+    }
+
+  if (job->recipients->len == 0)
+    {
+      g_set_error_literal (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS,
+                           _("The message has no recipients."));
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+/* Checks every job (a job with a bad address fails alone) and the
+ * credentials, then connects. Takes the task. */
+static void
+start_sending (OutboxSmtpClient *self,
+               GTask            *task,
+               GCancellable     *cancellable,
+               GPtrArray        *jobs,
+               gboolean          batch)
+{
+  g_autoptr (GError) error = NULL;
+  Session *s;
+  int      first = -1;
+
+  s = session_new (self, cancellable);
+  g_task_set_task_data (task, s, (GDestroyNotify) session_free);
+  s->jobs = g_ptr_array_ref (jobs);
+  s->batch = batch;
+
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      OutboxSmtpJob *job = g_ptr_array_index (jobs, i);
+      g_autoptr (GError) job_error = NULL;
+
+      if (!prepare_job (job, &job_error))
+        {
+          g_autoptr (OutboxSmtpFailure) failure = NULL;
+
+          failure = outbox_smtp_failure_new (OUTBOX_SMTP_STEP_NONE, job_error, NULL, NULL,
+                                             self->host, self->port, self->security);
+          job_record_failure (job, job_error, failure);
+          if (error == NULL)
+            error = g_steal_pointer (&job_error);
+        }
+      else if (first < 0)
+        first = i;
+    }
+
+  if (first < 0 || (!batch && error != NULL))
+    {
+      fail_early (self, task, g_steal_pointer (&error));
+      return;
+    }
+
+  if (!check_credentials (self, &error))
+    {
+      for (guint i = 0; i < jobs->len; i++)
+        job_record_failure (g_ptr_array_index (jobs, i), error, NULL);
+      fail_early (self, task, g_steal_pointer (&error));
+      return;
+    }
+
+  load_job (s, first);
+  session_connect (task);
+}
+
 void
 outbox_smtp_client_send_async (OutboxSmtpClient   *self,
                                const char         *from,
@@ -2220,8 +2511,8 @@ outbox_smtp_client_send_async (OutboxSmtpClient   *self,
                                gpointer            user_data)
 {
   g_autoptr (GTask) task = NULL;
-  g_autoptr (GError) error = NULL;
-  Session *s;
+  g_autoptr (GPtrArray) jobs = NULL;
+  OutboxSmtpJob *job;
 
   g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
   g_return_if_fail (from != NULL);
@@ -2237,62 +2528,139 @@ outbox_smtp_client_send_async (OutboxSmtpClient   *self,
   if (!begin_operation (self, task))
     return;
 
-  s = session_new (self, cancellable);
-  g_task_set_task_data (task, s, (GDestroyNotify) session_free);
-  s->message = g_object_ref (message);
-  s->message_size = message_size;
+  job = outbox_smtp_job_new (from, recipients, message, message_size);
 
   /* The 8-bit setting belongs to this send only. */
-  s->has_8bit = self->has_8bit;
-  s->fallback_7bit = g_steal_pointer (&self->fallback_7bit);
-  s->fallback_size = self->fallback_size;
+  outbox_smtp_job_set_8bit (job, self->has_8bit, self->fallback_7bit, self->fallback_size);
   self->has_8bit = FALSE;
+  g_clear_object (&self->fallback_7bit);
   self->fallback_size = 0;
-  s->recipients = g_ptr_array_new_with_free_func (g_free);
 
-  /* Every address is checked before connecting. */
-  s->from = *from ? outbox_smtp_address_to_envelope (from, TRUE, &error) : g_strdup ("");
-  if (s->from == NULL)
-    {
-      fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
-      return;
-    }
+  jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+  g_ptr_array_add (jobs, job);
 
-  for (guint i = 0; recipients[i] != NULL; i++)
-    {
-      char *envelope = outbox_smtp_address_to_envelope (recipients[i], TRUE, &error);
+  start_sending (self, g_steal_pointer (&task), cancellable, jobs, FALSE);
+}
 
-      if (envelope == NULL)
-        {
-          fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
-          return;
-        }
+void
+outbox_smtp_client_send_batch_async (OutboxSmtpClient   *self,
+                                     GPtrArray          *jobs,
+                                     GCancellable       *cancellable,
+                                     GAsyncReadyCallback callback,
+                                     gpointer            user_data)
+{
+  g_autoptr (GTask) task = NULL;
 
-      /* The same recipient once: local parts are case-sensitive, domains
-       * are not. */
-      for (guint j = 0; j < s->recipients->len && envelope != NULL; j++)
-        if (same_mailbox (g_ptr_array_index (s->recipients, j), envelope))
-          g_clear_pointer (&envelope, g_free);
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (jobs != NULL && jobs->len > 0);
 
-      if (envelope != NULL)
-        g_ptr_array_add (s->recipients, envelope);
-    }
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_smtp_client_send_batch_async);
+  g_task_set_check_cancellable (task, FALSE);
 
-  if (s->recipients->len == 0)
-    {
-      fail_early (self, g_steal_pointer (&task),
-                  g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS,
-                                       _("The message has no recipients.")));
-      return;
-    }
+  if (!begin_operation (self, task))
+    return;
 
-  if (!check_credentials (self, &error))
-    {
-      fail_early (self, g_steal_pointer (&task), g_steal_pointer (&error));
-      return;
-    }
+  start_sending (self, g_steal_pointer (&task), cancellable, jobs, TRUE);
+}
 
-  session_connect (g_steal_pointer (&task));
+gboolean
+outbox_smtp_client_send_batch_finish (OutboxSmtpClient *self,
+                                      GAsyncResult     *result,
+                                      GError          **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+OutboxSmtpJob *
+outbox_smtp_job_new (const char        *from,
+                     const char *const *recipients,
+                     GInputStream      *message,
+                     goffset            message_size)
+{
+  OutboxSmtpJob *job;
+
+  g_return_val_if_fail (from != NULL, NULL);
+  g_return_val_if_fail (recipients != NULL, NULL);
+  g_return_val_if_fail (G_IS_INPUT_STREAM (message), NULL);
+
+  job = g_new0 (OutboxSmtpJob, 1);
+  job->from_input = g_strdup (from);
+  job->recipients_input = g_strdupv ((char **) recipients);
+  job->message = g_object_ref (message);
+  job->message_size = message_size;
+
+  return job;
+}
+
+void
+outbox_smtp_job_set_8bit (OutboxSmtpJob *job,
+                          gboolean       has_8bit,
+                          GInputStream  *fallback_7bit,
+                          goffset        fallback_size)
+{
+  g_return_if_fail (job != NULL);
+
+  job->has_8bit = has_8bit;
+  g_set_object (&job->fallback_7bit, fallback_7bit);
+  job->fallback_size = fallback_size;
+}
+
+void
+outbox_smtp_job_free (OutboxSmtpJob *job)
+{
+  if (job == NULL)
+    return;
+
+  g_free (job->from_input);
+  g_strfreev (job->recipients_input);
+  g_clear_object (&job->message);
+  g_clear_object (&job->fallback_7bit);
+  g_free (job->from);
+  g_clear_pointer (&job->recipients, g_ptr_array_unref);
+  g_clear_error (&job->error);
+  g_clear_pointer (&job->failure, outbox_smtp_failure_free);
+  g_clear_pointer (&job->rejected, g_ptr_array_unref);
+  g_clear_pointer (&job->final_reply, outbox_smtp_reply_free);
+  g_free (job);
+}
+
+gboolean
+outbox_smtp_job_get_sent (OutboxSmtpJob *job)
+{
+  g_return_val_if_fail (job != NULL, FALSE);
+  return job->sent;
+}
+
+const GError *
+outbox_smtp_job_get_error (OutboxSmtpJob *job)
+{
+  g_return_val_if_fail (job != NULL, NULL);
+  return job->error;
+}
+
+const OutboxSmtpFailure *
+outbox_smtp_job_get_failure (OutboxSmtpJob *job)
+{
+  g_return_val_if_fail (job != NULL, NULL);
+  return job->failure;
+}
+
+GPtrArray *
+outbox_smtp_job_get_rejected (OutboxSmtpJob *job)
+{
+  g_return_val_if_fail (job != NULL, NULL);
+  return job->rejected;
+}
+
+const OutboxSmtpReply *
+outbox_smtp_job_get_final_reply (OutboxSmtpJob *job)
+{
+  g_return_val_if_fail (job != NULL, NULL);
+  return job->final_reply;
 }
 
 gboolean

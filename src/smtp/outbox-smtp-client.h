@@ -94,6 +94,45 @@ gboolean          outbox_smtp_client_send_finish      (OutboxSmtpClient    *self
                                                        OutboxSmtpReply    **final_reply,
                                                        GError             **error);
 
+/* Several messages over one connection. A job is one message and its
+ * envelope; after the batch it holds that message's outcome. */
+typedef struct _OutboxSmtpJob OutboxSmtpJob;
+
+OutboxSmtpJob    *outbox_smtp_job_new                 (const char          *from,
+                                                       const char * const  *recipients,
+                                                       GInputStream        *message,
+                                                       goffset              message_size);
+/* See outbox_smtp_client_set_8bit(). */
+void              outbox_smtp_job_set_8bit            (OutboxSmtpJob       *job,
+                                                       gboolean             has_8bit,
+                                                       GInputStream        *fallback_7bit,
+                                                       goffset              fallback_size);
+void              outbox_smtp_job_free                (OutboxSmtpJob       *job);
+gboolean          outbox_smtp_job_get_sent            (OutboxSmtpJob       *job);
+/* (nullable): why the message was not sent. */
+const GError     *outbox_smtp_job_get_error           (OutboxSmtpJob       *job);
+const OutboxSmtpFailure *outbox_smtp_job_get_failure  (OutboxSmtpJob       *job);
+/* (transfer none): recipients refused while others were accepted. */
+GPtrArray        *outbox_smtp_job_get_rejected        (OutboxSmtpJob       *job);
+const OutboxSmtpReply *outbox_smtp_job_get_final_reply (OutboxSmtpJob      *job);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (OutboxSmtpJob, outbox_smtp_job_free)
+
+/* Sends every job of @jobs (element type OutboxSmtpJob) in one session.
+ * A refused message does not stop the others: the transaction is reset
+ * (RSET) and the next one starts. A connection-level failure fails the
+ * remaining jobs with it. */
+void              outbox_smtp_client_send_batch_async (OutboxSmtpClient    *self,
+                                                       GPtrArray           *jobs,
+                                                       GCancellable        *cancellable,
+                                                       GAsyncReadyCallback  callback,
+                                                       gpointer             user_data);
+/* TRUE when every job was sent; otherwise FALSE with the first failed
+ * job's error. Each job tells its own outcome. */
+gboolean          outbox_smtp_client_send_batch_finish (OutboxSmtpClient   *self,
+                                                        GAsyncResult       *result,
+                                                        GError            **error);
+
 /* Connects, secures the connection, authenticates and QUITs. */
 void              outbox_smtp_client_check_async      (OutboxSmtpClient    *self,
                                                        GCancellable        *cancellable,
