@@ -1306,6 +1306,80 @@ test_settings_cancel (void)
   g_assert_cmpstr (host, ==, "smtp.example.com");
 }
 
+/* Every password the tests typed, and the base64 forms AUTH would send. */
+static const char *canaries[] = { "app-password-1", "s3cret-App-Password" };
+
+static void
+assert_no_canary_in_dir (const char *path)
+{
+  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+  const char *name;
+
+  if (dir == NULL)
+    return;
+
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+      g_autofree char *contents = NULL;
+      gsize len = 0;
+
+      if (g_file_test (child, G_FILE_TEST_IS_SYMLINK))
+        continue;
+      if (g_file_test (child, G_FILE_TEST_IS_DIR))
+        {
+          assert_no_canary_in_dir (child);
+          continue;
+        }
+      if (!g_file_get_contents (child, &contents, &len, NULL))
+        continue;
+
+      for (guint i = 0; i < G_N_ELEMENTS (canaries); i++)
+        {
+          g_autofree char *b64 = g_base64_encode ((const guchar *) canaries[i], strlen (canaries[i]));
+
+          if (g_strstr_len (contents, len, canaries[i]) != NULL ||
+              g_strstr_len (contents, len, b64) != NULL)
+            g_error ("%s contains a password", child);
+        }
+    }
+}
+
+/* After everything above: no password in any file the app wrote (the
+ * store, settings, caches), nor in any account's settings. The keyring's
+ * own file is encrypted. */
+static void
+test_no_password_anywhere (void)
+{
+  g_autoptr (GSettings) settings = g_settings_new (APP_ID);
+  g_auto (GStrv) ids = g_settings_get_strv (settings, "accounts");
+
+  assert_no_canary_in_dir (g_get_home_dir ());
+  assert_no_canary_in_dir (g_get_user_data_dir ());
+  assert_no_canary_in_dir (g_get_user_config_dir ());
+  assert_no_canary_in_dir (g_get_user_cache_dir ());
+  assert_no_canary_in_dir (store_root);
+
+  for (guint i = 0; ids[i] != NULL; i++)
+    {
+      g_autoptr (OutboxAccount) account = outbox_account_new (ids[i]);
+      GSettings *account_settings = outbox_account_get_settings (account);
+      g_autoptr (GSettingsSchema) schema = NULL;
+      g_auto (GStrv) keys = NULL;
+
+      g_object_get (account_settings, "settings-schema", &schema, NULL);
+      keys = g_settings_schema_list_keys (schema);
+      for (guint k = 0; keys[k] != NULL; k++)
+        {
+          g_autoptr (GVariant) value = g_settings_get_value (account_settings, keys[k]);
+          g_autofree char *text = g_variant_print (value, FALSE);
+
+          for (guint c = 0; c < G_N_ELEMENTS (canaries); c++)
+            g_assert_null (strstr (text, canaries[c]));
+        }
+    }
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -1357,6 +1431,7 @@ main (int   argc,
   g_test_add_func ("/ui/settings/test-connection", test_settings_test_connection);
   g_test_add_func ("/ui/settings/save", test_settings_save);
   g_test_add_func ("/ui/settings/cancel", test_settings_cancel);
+  g_test_add_func ("/ui/secrets/no-password-anywhere", test_no_password_anywhere);
 
   ret = g_test_run ();
 
