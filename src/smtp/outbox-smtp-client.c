@@ -120,7 +120,9 @@ struct _Session
   gboolean         has_8bit; /* this send's message has 8-bit data */
   GInputStream    *fallback_7bit;
   goffset          fallback_size;
-  gboolean         chunking; /* BDAT instead of DATA */
+  gboolean         chunking;     /* BDAT instead of DATA */
+  guint            bdat_pending; /* pipelined BDAT replies not read yet */
+  OutboxSmtpReply *bdat_refusal; /* the first refused chunk's reply */
   gboolean         quit_sent;
   OutboxSmtpReply *mail_refusal; /* MAIL's refusal while draining */
   guint            drain_left;
@@ -241,6 +243,7 @@ session_free (Session *s)
   g_free (s->body_in);
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
+  g_clear_pointer (&s->bdat_refusal, outbox_smtp_reply_free);
   g_clear_pointer (&s->scram, outbox_smtp_scram_free);
   g_clear_error (&s->error);
   g_clear_pointer (&s->error_reply, outbox_smtp_reply_free);
@@ -832,6 +835,8 @@ load_job (Session *s,
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_clear_pointer (&s->body_in, g_free);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
+  g_clear_pointer (&s->bdat_refusal, outbox_smtp_reply_free);
+  s->bdat_pending = 0;
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
   g_ptr_array_set_size (s->deferred, 0);
   g_clear_pointer (&s->rejected, g_ptr_array_unref);
@@ -1777,6 +1782,50 @@ on_bdat_reply (GTask           *task,
 }
 
 static void
+on_last_bdat_reply (GTask           *task,
+                    OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  /* A chunk was refused: the whole message is. */
+  if (s->bdat_refusal != NULL)
+    {
+      outbox_smtp_reply_free (reply);
+      job_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, g_steal_pointer (&s->bdat_refusal),
+                      _("The server refused the message"));
+      return;
+    }
+
+  on_data_end_reply (task, reply);
+}
+
+/* With PIPELINING the chunks go out without waiting; their replies are
+ * read in order after the last one. */
+static void
+on_pipelined_bdat_reply (GTask           *task,
+                         OutboxSmtpReply *reply)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (reply->code == 421)
+    {
+      session_fail_reply (task, OUTBOX_SMTP_ERROR_REJECTED, reply,
+                          _("The server stopped while taking the message"));
+      return;
+    }
+
+  if (reply->code != 250 && s->bdat_refusal == NULL)
+    s->bdat_refusal = reply;
+  else
+    outbox_smtp_reply_free (reply);
+
+  if (--s->bdat_pending > 0)
+    session_read_reply (task, on_pipelined_bdat_reply);
+  else
+    session_read_reply (task, on_last_bdat_reply);
+}
+
+static void
 on_bdat_written (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
@@ -1785,8 +1834,19 @@ on_bdat_written (GTask *task)
 
   if (s->body_eof)
     {
+      /* The last chunk is out: from now on the message may be taken. */
       session_set_step (s, OUTBOX_SMTP_STEP_DATA_END);
-      session_read_reply (task, on_data_end_reply);
+      if (s->bdat_pending > 0)
+        session_read_reply (task, on_pipelined_bdat_reply);
+      else
+        session_read_reply (task, on_data_end_reply);
+      return;
+    }
+
+  if (s->pipelining)
+    {
+      s->bdat_pending++;
+      read_body_chunk (task);
       return;
     }
 
