@@ -70,6 +70,20 @@ test_greeting_only (void)
   g_assert_false (outbox_smtp_caps_has (empty, "AUTH"));
 }
 
+static void
+test_no_lines_and_tabs (void)
+{
+  g_autoptr (OutboxSmtpReply) bare = outbox_smtp_reply_new (250, NULL);
+  g_autoptr (OutboxSmtpCaps) none = outbox_smtp_caps_new_from_reply (bare);
+  const char *lines[] = { "example.org", "AUTH LOGIN\tPLAIN", NULL };
+  g_autoptr (OutboxSmtpCaps) caps = caps_from (lines);
+
+  /* A reply without lines (fuzzing found the read past its end). */
+  g_assert_false (outbox_smtp_caps_has (none, "AUTH"));
+  g_assert_true (outbox_smtp_caps_has_auth_mechanism (caps, "PLAIN"));
+  g_assert_true (outbox_smtp_caps_has_auth_mechanism (caps, "LOGIN"));
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -80,6 +94,7 @@ main (int   argc,
   g_test_add_func ("/caps/legacy-auth-equals", test_legacy_auth_equals);
   g_test_add_func ("/caps/size-without-value", test_size_without_value);
   g_test_add_func ("/caps/greeting-only", test_greeting_only);
+  g_test_add_func ("/caps/no-lines-and-tabs", test_no_lines_and_tabs);
 
   return g_test_run ();
 }

@@ -151,6 +151,18 @@ test_malformed (void)
 }
 
 static void
+test_feed_line_line_ending (void)
+{
+  g_autoptr (OutboxSmtpReplyParser) parser = outbox_smtp_reply_parser_new ();
+  g_autoptr (GError) error = NULL;
+  OutboxSmtpReply *reply = NULL;
+
+  g_assert_false (outbox_smtp_reply_parser_feed_line (parser, "250 a\rb", 7, &reply, &error));
+  g_assert_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL);
+  g_assert_null (reply);
+}
+
+static void
 test_overlong_line (void)
 {
   GString *line = g_string_new ("250 ");
@@ -222,6 +234,7 @@ test_enhanced_codes (void)
     { "550 5.1 incomplete\r\n", NULL },
     { "550 5.1.1234 too long\r\n", NULL },
     { "550 mailbox unavailable\r\n", NULL },
+    { "354 3.0.0 no such class\r\n", NULL },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -258,6 +271,7 @@ main (int   argc,
   g_test_add_func ("/reply/code-change", test_code_change);
   g_test_add_func ("/reply/malformed", test_malformed);
   g_test_add_func ("/reply/overlong-line", test_overlong_line);
+  g_test_add_func ("/reply/feed-line-line-ending", test_feed_line_line_ending);
   g_test_add_func ("/reply/too-many-lines", test_too_many_lines);
   g_test_add_func ("/reply/non-utf8", test_non_utf8);
   g_test_add_func ("/reply/enhanced-codes", test_enhanced_codes);

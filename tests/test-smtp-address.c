@@ -71,6 +71,8 @@ test_invalid (void)
   assert_invalid ("a@exam_ple.org", "“_”");
   assert_invalid ("\"unterminated@example.org", "quotation mark");
   assert_invalid ("a@[300.1.1.1]", "IP address");
+  assert_invalid ("us\xe2\x80\xae" "er@example.org", "invisible");
+  assert_invalid ("us\xc2\x85" "er@example.org", "invisible");
   assert_invalid (long_local_addr, "64");
   assert_invalid (long_label_addr, "63");
 

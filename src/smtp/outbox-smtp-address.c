@@ -184,6 +184,18 @@ split_address (const char *address,
         return invalid (error, address, _("it contains an angle bracket"));
     }
 
+  /* Characters that change how an address looks without being seen:
+   * C1 controls, direction overrides, line and paragraph separators. */
+  for (const char *p = address; *p != '\0'; p = g_utf8_next_char (p))
+    {
+      gunichar c = g_utf8_get_char (p);
+
+      if ((c >= 0x80 && c < 0xa0) || (c >= 0x202a && c <= 0x202e) ||
+          (c >= 0x2066 && c <= 0x2069) || c == 0x2028 || c == 0x2029 || c == 0x200e ||
+          c == 0x200f || c == 0x061c)
+        return invalid (error, address, _("it contains an invisible control character"));
+    }
+
   at = strrchr (address, '@');
   if (at == NULL)
     return invalid (error, address, _("it has no @"));

@@ -32,6 +32,9 @@ outbox_smtp_caps_new_from_reply (const OutboxSmtpReply *ehlo_reply)
 
   g_return_val_if_fail (ehlo_reply != NULL, caps);
 
+  if (ehlo_reply->lines[0] == NULL)
+    return caps;
+
   for (guint i = 1; ehlo_reply->lines[i] != NULL; i++)
     {
       const char      *line = ehlo_reply->lines[i];
@@ -103,7 +106,7 @@ outbox_smtp_caps_has_auth_mechanism (const OutboxSmtpCaps *caps,
   if (params == NULL)
     return FALSE;
 
-  mechanisms = g_strsplit (params, " ", -1);
+  mechanisms = g_strsplit_set (params, " \t", -1);
   for (guint i = 0; mechanisms[i] != NULL; i++)
     if (g_ascii_strcasecmp (mechanisms[i], mechanism) == 0)
       return TRUE;

@@ -32,7 +32,8 @@ outbox_smtp_reply_new (guint              code,
   /* RFC 3463: "class.subject.detail" at the start of the text, whose class
    * matches the reply's. */
   first = reply->lines[0];
-  if (first != NULL && first[0] == '0' + (int) (code / 100) && first[1] == '.')
+  if (first != NULL && (code / 100 == 2 || code / 100 == 4 || code / 100 == 5) &&
+      first[0] == '0' + (int) (code / 100) && first[1] == '.')
     {
       const char *p = first + 2;
       guint       parts = 2;
@@ -190,6 +191,9 @@ outbox_smtp_reply_parser_feed_line (OutboxSmtpReplyParser *parser,
 
   if (memchr (line, '\0', len) != NULL)
     return fail (parser, error, _("The server sent a reply containing a NUL byte."));
+
+  if (memchr (line, '\r', len) != NULL || memchr (line, '\n', len) != NULL)
+    return fail (parser, error, _("The server sent a line ending in the middle of a line."));
 
   code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
   if (parser->lines->len > 0 && code != parser->code)
