@@ -1479,7 +1479,6 @@ on_auth_reply (GTask           *task,
   OutboxSmtpClient *self = s->self;
   g_autofree char  *response = NULL;
   g_autoptr (GError) error = NULL;
-  g_autofree char *line = NULL;
 
   if (reply->code == 235)
     {

@@ -103,17 +103,24 @@ split_line (const char *line,
   return TRUE;
 }
 
-/* Splits at spaces, without empty words. */
+/* Splits at any of @separators, without empty words. */
 static GPtrArray *
-words (const char *text)
+words_split (const char *text,
+             const char *separators)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
-  g_auto (GStrv) parts = g_strsplit (text, " ", -1);
+  g_auto (GStrv) parts = g_strsplit_set (text, separators, -1);
 
   for (guint i = 0; parts[i] != NULL; i++)
     if (parts[i][0] != '\0')
       g_ptr_array_add (out, g_strdup (parts[i]));
   return out;
+}
+
+static GPtrArray *
+words (const char *text)
+{
+  return words_split (text, " ");
 }
 
 static gboolean
@@ -234,7 +241,9 @@ check_caps (const OutboxSmtpReply *reply)
            g_hash_table_contains (expected, known_keywords[i]));
 
   /* AUTH mechanisms: exactly the words of the AUTH lines, any case. */
-  auth_words = words (outbox_smtp_caps_has (caps, "AUTH") ? outbox_smtp_caps_get_params (caps, "AUTH") : "");
+  /* Mechanisms are separated by spaces or tabs. */
+  auth_words = words_split (outbox_smtp_caps_has (caps, "AUTH") ? outbox_smtp_caps_get_params (caps, "AUTH") : "",
+                            " \t");
   for (guint i = 0; i < all_words->len; i++)
     {
       const char      *word = g_ptr_array_index (all_words, i);

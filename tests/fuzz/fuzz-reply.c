@@ -143,7 +143,8 @@ ref_enhanced_length (const char *text,
   gsize p = 2;
   guint digits;
 
-  if (text[0] != (char) ('0' + code / 100) || text[1] != '.')
+  /* RFC 3463 defines the classes 2, 4 and 5 only. */
+  if (code / 100 == 3 || text[0] != (char) ('0' + code / 100) || text[1] != '.')
     return 0;
 
   for (digits = 0; g_ascii_isdigit (text[p]); p++)
