@@ -731,14 +731,25 @@ outbox_message_file_scan (GFile         *file,
   buf = g_malloc (64 * 1024);
   while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 64 * 1024, cancellable, error)) > 0)
     {
-      for (gssize i = 0; i < n; i++)
+      const guint8 *p = buf;
+      const guint8 *end = buf + n;
+
+      /* Line by line with memchr(), which is fast on long buffers. */
+      while (p < end)
         {
-          if (buf[i] & 0x80)
-            *has_8bit = TRUE;
-          if (buf[i] == '\n' || buf[i] == '\r')
-            line = 0;
-          else if (++line > 998)
+          const guint8 *lf = memchr (p, '\n', end - p);
+          const guint8 *stop = lf != NULL ? lf : end;
+
+          for (const guint8 *q = p; q < stop && !*has_8bit; q++)
+            if (*q & 0x80)
+              *has_8bit = TRUE;
+
+          line += stop - p;
+          if (line > 999 || (line > 998 && (lf == NULL || stop[-1] != '\r')))
             *has_long_lines = TRUE;
+          if (lf != NULL)
+            line = 0;
+          p = lf != NULL ? lf + 1 : end;
         }
     }
 

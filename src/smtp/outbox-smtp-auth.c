@@ -143,7 +143,8 @@ digest (OutboxSmtpScram *scram,
   g_checksum_free (c);
 }
 
-/* Hi() of RFC 5802: PBKDF2 with one block. */
+/* Hi() of RFC 5802: PBKDF2 with one block. The password's HMAC is keyed
+ * once and copied for each iteration. */
 static void
 salt_password (OutboxSmtpScram *scram,
                const guint8    *salt,
@@ -153,6 +154,8 @@ salt_password (OutboxSmtpScram *scram,
   gsize   dlen = scram->digest_len;
   guint8  u[SCRAM_MAX_DIGEST];
   guint8 *first = g_malloc (salt_len + 4);
+  GHmac  *keyed = g_hmac_new (scram->hash, (const guchar *) scram->password,
+                              strlen (scram->password));
 
   memcpy (first, salt, salt_len);
   first[salt_len] = 0;
@@ -160,16 +163,26 @@ salt_password (OutboxSmtpScram *scram,
   first[salt_len + 2] = 0;
   first[salt_len + 3] = 1;
 
-  hmac (scram, (const guint8 *) scram->password, strlen (scram->password), first, salt_len + 4, u);
-  memcpy (scram->salted, u, dlen);
-
-  for (guint i = 1; i < iterations; i++)
+  for (guint i = 0; i < iterations; i++)
     {
-      hmac (scram, (const guint8 *) scram->password, strlen (scram->password), u, dlen, u);
-      for (gsize j = 0; j < dlen; j++)
-        scram->salted[j] ^= u[j];
+      GHmac *h = g_hmac_copy (keyed);
+      gsize  len = dlen;
+
+      if (i == 0)
+        g_hmac_update (h, first, salt_len + 4);
+      else
+        g_hmac_update (h, u, dlen);
+      g_hmac_get_digest (h, u, &len);
+      g_hmac_unref (h);
+
+      if (i == 0)
+        memcpy (scram->salted, u, dlen);
+      else
+        for (gsize j = 0; j < dlen; j++)
+          scram->salted[j] ^= u[j];
     }
 
+  g_hmac_unref (keyed);
   outbox_smtp_secure_wipe (u, sizeof u);
   g_free (first);
   scram->have_salted = TRUE;

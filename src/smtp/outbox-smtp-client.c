@@ -137,6 +137,7 @@ struct _Session
   OutboxSmtpDataFilter filter;
   GByteArray          *body_out;
   guint8              *body_in;
+  gsize                body_in_size;
   guint64              body_read;
   gboolean             body_eof;
 
@@ -176,19 +177,21 @@ struct _OutboxSmtpJob
   OutboxSmtpReply   *final_reply;
 };
 
-static void session_read_reply (GTask       *task,
-                                ReplyHandler handler);
-static void session_fail_with (GTask           *task,
-                               GError          *error,
-                               OutboxSmtpReply *reply,
-                               gboolean         send_quit);
-static void send_hello (GTask *task);
-static void start_auth (GTask *task);
-static void send_mail (GTask *task);
-static void send_next_rcpt (GTask *task);
-static void read_body_chunk (GTask *task);
-static void emit_progress (Session *s);
-static void start_body (GTask *task);
+static void  session_read_reply (GTask       *task,
+                                 ReplyHandler handler);
+static void  session_fail_with (GTask           *task,
+                                GError          *error,
+                                OutboxSmtpReply *reply,
+                                gboolean         send_quit);
+static void  send_hello (GTask *task);
+static void  start_auth (GTask *task);
+static void  send_mail (GTask *task);
+static void  send_next_rcpt (GTask *task);
+static void  read_body_chunk (GTask *task);
+static void  emit_progress (Session *s);
+static void  start_body (GTask *task);
+static gsize body_buffer_size (Session *s,
+                               gsize    most);
 
 void
 outbox_smtp_rejection_free (OutboxSmtpRejection *rejection)
@@ -1265,6 +1268,9 @@ session_connect (GTask *task)
   transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, line);
 
   s->socket_client = g_socket_client_new ();
+  /* A server on this computer is never reached through a proxy. */
+  if (outbox_smtp_host_is_loopback (self->host))
+    g_socket_client_set_enable_proxy (s->socket_client, FALSE);
   if (self->security == OUTBOX_SMTP_SECURITY_TLS)
     g_socket_client_set_tls (s->socket_client, TRUE);
   g_signal_connect (s->socket_client, "event", G_CALLBACK (on_socket_client_event_cb), s);
@@ -1873,7 +1879,7 @@ send_bdat_chunk (GTask *task)
       transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
     }
 
-  s->body_out = g_byte_array_sized_new (BDAT_CHUNK + BODY_CHUNK + 64);
+  s->body_out = g_byte_array_sized_new (body_buffer_size (s, BDAT_CHUNK + BODY_CHUNK + 64));
   session_write_bytes (task, g_byte_array_free_to_bytes (chunk), OUTBOX_SMTP_STEP_BODY,
                        on_bdat_written);
 }
@@ -1936,7 +1942,7 @@ on_body_read_cb (GObject      *source,
     {
       GBytes *bytes = g_byte_array_free_to_bytes (g_steal_pointer (&s->body_out));
 
-      s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BODY_CHUNK + BODY_CHUNK / 8));
       session_write_bytes (g_steal_pointer (&task), bytes, OUTBOX_SMTP_STEP_BODY,
                            on_body_written);
       return;
@@ -1951,8 +1957,8 @@ read_body_chunk (GTask *task)
   Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
 
-  g_input_stream_read_async (s->message, s->body_in, BODY_CHUNK, G_PRIORITY_DEFAULT, cancellable,
-                             on_body_read_cb, task);
+  g_input_stream_read_async (s->message, s->body_in, s->body_in_size, G_PRIORITY_DEFAULT,
+                             cancellable, on_body_read_cb, task);
 }
 
 static void
@@ -1970,6 +1976,18 @@ on_data_reply (GTask           *task,
   start_body (task);
 }
 
+/* Buffers no bigger than the message needs (its line endings may double,
+ * plus the end of data). */
+static gsize
+body_buffer_size (Session *s,
+                  gsize    most)
+{
+  if (s->message_size <= 0)
+    return most;
+
+  return MIN (most, (gsize) s->message_size * 2 + 64);
+}
+
 static void
 start_body (GTask *task)
 {
@@ -1980,14 +1998,15 @@ start_body (GTask *task)
   if (s->chunking)
     {
       outbox_smtp_data_filter_init_bdat (&s->filter);
-      s->body_out = g_byte_array_sized_new (BDAT_CHUNK + BODY_CHUNK + 64);
+      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BDAT_CHUNK + BODY_CHUNK + 64));
     }
   else
     {
       outbox_smtp_data_filter_init (&s->filter);
-      s->body_out = g_byte_array_sized_new (BODY_CHUNK + BODY_CHUNK / 8);
+      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BODY_CHUNK + BODY_CHUNK / 8));
     }
-  s->body_in = g_malloc (BODY_CHUNK);
+  s->body_in_size = body_buffer_size (s, BODY_CHUNK);
+  s->body_in = g_malloc (s->body_in_size);
   read_body_chunk (task);
 }
 
