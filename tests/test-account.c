@@ -21,7 +21,7 @@ test_create_list_default (void)
   g_assert_true (g_str_has_prefix (outbox_account_get_id (a), "account-"));
   g_assert_cmpstr (outbox_account_get_id (a), !=, outbox_account_get_id (b));
   accounts = g_settings_get_strv (settings, "accounts");
-  g_assert_cmpstrv (accounts, ((const char *[]) { outbox_account_get_id (a), outbox_account_get_id (b), NULL }));
+  g_assert_cmpstrv (accounts, ((const char *[]){ outbox_account_get_id (a), outbox_account_get_id (b), NULL }));
   default_id = g_settings_get_string (settings, "default-account");
   g_assert_cmpstr (default_id, ==, outbox_account_get_id (a));
 
@@ -121,7 +121,7 @@ test_loopback (void)
 {
   const char *yes[] = { "localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1" };
   const char *no[] = { "", "localhost.example.test", "127.0.0.1.example.test", "128.0.0.1", "10.0.0.1", "::2", "127.1", "example.test", "0.0.0.0" };
-  guint i;
+  guint       i;
   for (i = 0; i < G_N_ELEMENTS (yes); i++)
     g_assert_true (outbox_host_is_loopback (yes[i]));
   for (i = 0; i < G_N_ELEMENTS (no); i++)

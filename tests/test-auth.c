@@ -12,9 +12,9 @@ static void
 test_plain (void)
 {
   g_autoptr (GError) error = NULL;
-  char *response = outbox_smtp_auth_plain_response ("alice@example.org", "s3cret pass", &error);
+  char              *response = outbox_smtp_auth_plain_response ("alice@example.org", "s3cret pass", &error);
   g_autofree guchar *decoded = NULL;
-  gsize len = 0;
+  gsize              len = 0;
 
   g_assert_no_error (error);
   /* RFC 4616: authzid NUL authcid NUL passwd, base64. */
@@ -29,9 +29,9 @@ static void
 test_plain_utf8 (void)
 {
   g_autoptr (GError) error = NULL;
-  char *response = outbox_smtp_auth_plain_response ("jörg", "pässwörd", &error);
+  char              *response = outbox_smtp_auth_plain_response ("jörg", "pässwörd", &error);
   g_autofree guchar *decoded = NULL;
-  gsize len = 0;
+  gsize              len = 0;
 
   g_assert_no_error (error);
   decoded = g_base64_decode (response, &len);
@@ -88,9 +88,9 @@ b64 (const char *text)
 static char *
 unb64 (const char *text)
 {
-  gsize len = 0;
+  gsize   len = 0;
   guchar *raw = g_base64_decode (text, &len);
-  char *str = g_strndup ((const char *) raw, len);
+  char   *str = g_strndup ((const char *) raw, len);
 
   g_free (raw);
   return str;
@@ -98,11 +98,11 @@ unb64 (const char *text)
 
 /* The exchanges given in RFC 5802 section 5 and RFC 7677 section 3. */
 static void
-check_scram_vector (GChecksumType  hash,
-                    const char    *nonce,
-                    const char    *server_first,
-                    const char    *client_final,
-                    const char    *server_final)
+check_scram_vector (GChecksumType hash,
+                    const char   *nonce,
+                    const char   *server_first,
+                    const char   *client_final,
+                    const char   *server_final)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (OutboxSmtpScram) scram = outbox_smtp_scram_new (hash, "user", "pencil", nonce, &error);

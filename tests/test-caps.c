@@ -6,7 +6,7 @@
 #include "outbox-smtp-caps.h"
 
 static OutboxSmtpCaps *
-caps_from (const char * const *lines)
+caps_from (const char *const *lines)
 {
   g_autoptr (OutboxSmtpReply) reply = outbox_smtp_reply_new (250, lines);
 

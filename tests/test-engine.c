@@ -16,19 +16,19 @@
 #define MESSAGE  "From: Alice <alice@example.org>\nTo: bob@example.org\nSubject: Hi\n\nHello Bob.\n.hidden dot line\n"
 
 static OutboxTestCa *test_ca;
-static char *test_dir;
+static char         *test_dir;
 
 /* Running the client --------------------------------------------------------- */
 
 typedef struct
 {
-  gboolean          done;
-  gboolean          ok;
-  GError           *error;
-  GPtrArray        *rejected;
-  OutboxSmtpReply  *final_reply;
-  GArray           *steps;
-  GString          *transcript;
+  gboolean         done;
+  gboolean         ok;
+  GError          *error;
+  GPtrArray       *rejected;
+  OutboxSmtpReply *final_reply;
+  GArray          *steps;
+  GString         *transcript;
 } Outcome;
 
 static void
@@ -103,12 +103,12 @@ make_client (OutboxTestSmtpServer *srv,
 }
 
 static void
-run_client (OutboxSmtpClient   *client,
-            const char * const *recipients,
-            const char         *message,
-            GCancellable       *cancellable,
-            gboolean            check_only,
-            Outcome            *o)
+run_client (OutboxSmtpClient  *client,
+            const char *const *recipients,
+            const char        *message,
+            GCancellable      *cancellable,
+            gboolean           check_only,
+            Outcome           *o)
 {
   memset (o, 0, sizeof *o);
   o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
@@ -136,7 +136,7 @@ static void
 send_message (OutboxTestSmtpServer *srv,
               OutboxSmtpSecurity    security,
               gboolean              with_password,
-              const char * const   *recipients,
+              const char *const    *recipients,
               Outcome              *o)
 {
   g_autoptr (OutboxSmtpClient) client = make_client (srv, security, with_password);
@@ -233,11 +233,11 @@ test_starttls_plain (void)
   g_autoptr (GBytes) data = NULL;
   g_autoptr (GPtrArray) lines = NULL;
   g_autofree guchar *decoded = NULL;
-  const char *auth_line;
-  const char *expected = "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
-                         "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n";
-  gsize len;
-  Outcome o;
+  const char        *auth_line;
+  const char        *expected = "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
+                                "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n";
+  gsize              len;
+  Outcome            o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -297,7 +297,7 @@ test_auth_login (void)
   g_autofree char *pass64 = g_base64_encode ((const guchar *) PASSWORD, strlen (PASSWORD));
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autofree char *transcript = NULL;
-  Outcome o;
+  Outcome          o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -398,9 +398,9 @@ static void
 test_partial_rejection (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  const char *rcpts[] = { "bob@example.org", "nobody@example.org", "carol@example.org", NULL };
+  const char          *rcpts[] = { "bob@example.org", "nobody@example.org", "carol@example.org", NULL };
   OutboxSmtpRejection *rejection;
-  Outcome o;
+  Outcome              o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -436,7 +436,7 @@ test_all_rejected (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   const char *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
-  Outcome o;
+  Outcome     o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -465,10 +465,10 @@ test_pipelining_dsn (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GPtrArray) lines = NULL;
-  const char *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
+  const char   *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
   OutboxSmtpDsn dsn = { OUTBOX_SMTP_DSN_NOTIFY_SUCCESS | OUTBOX_SMTP_DSN_NOTIFY_FAILURE,
                         OUTBOX_SMTP_DSN_RET_HEADERS, (char *) "id 1+\r\nRCPT TO:<x@y>" };
-  Outcome o;
+  Outcome       o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -563,7 +563,7 @@ test_recipient_limit (void)
   g_autoptr (GBytes) first = NULL;
   g_autoptr (GBytes) second = NULL;
   const char *rcpts[] = { "a@example.org", "b@example.org", "c@example.org", NULL };
-  Outcome o;
+  Outcome     o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -666,7 +666,7 @@ make_jobs (guint n)
     {
       g_autofree char *text = g_strdup_printf ("Subject: message %u\n\nBody %u\n", i, i);
       g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (g_steal_pointer (&text),
-                                                                            -1, g_free);
+                                                                             -1, g_free);
 
       g_ptr_array_add (jobs, outbox_smtp_job_new (USER, bob, stream, -1));
     }
@@ -698,7 +698,7 @@ test_batch_reset (void)
   g_autoptr (GBytes) first = NULL;
   g_autoptr (GBytes) third = NULL;
   OutboxSmtpJob *refused;
-  Outcome o;
+  Outcome        o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -794,8 +794,8 @@ test_starttls_not_offered (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  g_autofree char *suggestion = NULL;
-  Outcome o;
+  g_autofree char         *suggestion = NULL;
+  Outcome                  o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -941,7 +941,7 @@ script_until (OutboxTestSmtpServer *srv,
               Stage                 stage)
 {
   static const char *commands[] = { NULL, "EHLO *", "STARTTLS", "EHLO *", "AUTH PLAIN *",
-                                     "MAIL FROM:*", "RCPT TO:*", "DATA", NULL };
+                                    "MAIL FROM:*", "RCPT TO:*", "DATA", NULL };
   static const char *replies[] = { "220 test.example ESMTP\r\n",
                                    "250-test.example\r\n250 STARTTLS\r\n",
                                    "220 go ahead\r\n",
@@ -973,11 +973,17 @@ test_fault (gconstpointer data)
   const FaultCase *fc = data;
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  const OutboxSmtpFailure *failure;
+  const OutboxSmtpFailure    *failure;
   static const OutboxSmtpStep failed_steps[] = {
-    OUTBOX_SMTP_STEP_GREETING, OUTBOX_SMTP_STEP_HELLO, OUTBOX_SMTP_STEP_STARTTLS,
-    OUTBOX_SMTP_STEP_HELLO, OUTBOX_SMTP_STEP_AUTH, OUTBOX_SMTP_STEP_MAIL,
-    OUTBOX_SMTP_STEP_RCPT, OUTBOX_SMTP_STEP_DATA, OUTBOX_SMTP_STEP_DATA_END,
+    OUTBOX_SMTP_STEP_GREETING,
+    OUTBOX_SMTP_STEP_HELLO,
+    OUTBOX_SMTP_STEP_STARTTLS,
+    OUTBOX_SMTP_STEP_HELLO,
+    OUTBOX_SMTP_STEP_AUTH,
+    OUTBOX_SMTP_STEP_MAIL,
+    OUTBOX_SMTP_STEP_RCPT,
+    OUTBOX_SMTP_STEP_DATA,
+    OUTBOX_SMTP_STEP_DATA_END,
   };
   Outcome o;
 
@@ -1148,7 +1154,7 @@ test_error_greeting (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autofree char *title = NULL;
   g_autofree char *server_text = NULL;
-  Outcome o;
+  Outcome          o;
 
   outbox_test_smtp_server_send (srv, "554-test.example no SMTP service here\r\n"
                                      "554 5.7.1 your address is listed\r\n");
@@ -1201,7 +1207,7 @@ test_cancel (void)
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (GTimer) timer = g_timer_new ();
   CancelAt at = { cancellable, OUTBOX_SMTP_STEP_MAIL };
-  Outcome o;
+  Outcome  o;
 
   script_until (srv, STAGE_MAIL);
   outbox_test_smtp_server_stall (srv);
@@ -1226,7 +1232,7 @@ test_cancel_after_dot (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   CancelAt at = { cancellable, OUTBOX_SMTP_STEP_DATA_END };
-  Outcome o;
+  Outcome  o;
 
   script_until (srv, STAGE_DOT);
   outbox_test_smtp_server_stall (srv);
@@ -1253,8 +1259,8 @@ test_connect_refused (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GInputStream) stream = NULL;
   g_autofree char *suggestion = NULL;
-  guint16 port;
-  Outcome o;
+  guint16          port;
+  Outcome          o;
 
   /* A port that was free a moment ago: nothing listens there. */
   socket = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL);
@@ -1286,7 +1292,7 @@ test_no_tls_backend (void)
       g_autoptr (OutboxSmtpClient) client = outbox_smtp_client_new ("127.0.0.1", 9,
                                                                     OUTBOX_SMTP_SECURITY_STARTTLS);
       g_autofree char *suggestion = NULL;
-      Outcome o;
+      Outcome          o;
 
       run_client (client, bob, MESSAGE, NULL, FALSE, &o);
       g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NO_TLS_BACKEND);
@@ -1309,7 +1315,7 @@ test_invalid_recipient_before_connect (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
   const char *rcpts[] = { "bob@example.org", "eve@example.org>\r\nRCPT TO:<x@y.org", NULL };
-  Outcome o;
+  Outcome     o;
 
   /* Port 9 on loopback: never contacted, since validation comes first. */
   client = outbox_smtp_client_new ("127.0.0.1", 9, OUTBOX_SMTP_SECURITY_STARTTLS);
@@ -1328,8 +1334,8 @@ test_bad_certificate (void)
   g_autoptr (OutboxTestSmtpServer) srv = NULL;
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  g_autofree char *explanation = NULL;
-  Outcome o;
+  g_autofree char         *explanation = NULL;
+  Outcome                  o;
 
   g_assert_no_error (error);
   srv = outbox_test_smtp_server_new (cert, FALSE);
@@ -1361,7 +1367,7 @@ main (int   argc,
 {
   g_autoptr (GError) error = NULL;
   GPtrArray *cases = g_ptr_array_new_with_free_func (g_free);
-  int ret;
+  int        ret;
 
   g_test_init (&argc, &argv, NULL);
 
@@ -1398,7 +1404,7 @@ main (int   argc,
   for (Stage stage = 0; stage < N_STAGES; stage++)
     for (Fault fault = 0; fault < N_FAULTS; fault++)
       {
-        FaultCase *fc = g_new0 (FaultCase, 1);
+        FaultCase       *fc = g_new0 (FaultCase, 1);
         g_autofree char *path = g_strdup_printf ("/engine/fault/%s/%s", stage_names[stage],
                                                  fault_names[fault]);
 

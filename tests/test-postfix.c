@@ -16,14 +16,14 @@
 /* Sends through a real Postfix on loopback and compares what it
  * delivered. */
 
-static OutboxTestCa *test_ca;
+static OutboxTestCa      *test_ca;
 static OutboxTestPostfix *postfix;
-static char *test_dir;
+static char              *test_dir;
 
 static OutboxSmtpClient *
-make_client (guint16             port,
-             OutboxSmtpSecurity  security,
-             const char         *password)
+make_client (guint16            port,
+             OutboxSmtpSecurity security,
+             const char        *password)
 {
   OutboxSmtpClient *client = outbox_smtp_client_new ("127.0.0.1", port, security);
   g_autoptr (GError) error = NULL;
@@ -98,21 +98,21 @@ static int
 compare_strings (gconstpointer a,
                  gconstpointer b)
 {
-  return strcmp (*(const char * const *) a, *(const char * const *) b);
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
 /* Builds a message, stores it in the outbox, sends it with the sender;
  * returns the delivered copies. */
 static void
-send_draft (OutboxStore        *store,
-            const OutboxDraft  *draft,
-            guint16             port,
-            OutboxSmtpSecurity  security,
-            guint               n_expected,
-            char              **out_id,
-            GBytes            **out_stored,
-            GPtrArray         **out_delivered,
-            Result             *r)
+send_draft (OutboxStore       *store,
+            const OutboxDraft *draft,
+            guint16            port,
+            OutboxSmtpSecurity security,
+            guint              n_expected,
+            char             **out_id,
+            GBytes           **out_stored,
+            GPtrArray        **out_delivered,
+            Result            *r)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (OutboxEnvelope) envelope = NULL;
@@ -183,7 +183,7 @@ test_deliver_starttls (void)
       g_autofree char *sender = NULL;
       g_autoptr (GBytes) original = NULL;
       const char *text;
-      gsize len;
+      gsize       len;
 
       g_assert_true (outbox_test_postfix_split_delivered (g_ptr_array_index (delivered, i), &rcpt,
                                                           &sender, &original, &error));
@@ -242,10 +242,10 @@ make_big_body (guint lines)
 }
 
 static void
-deliver_big (const char         *name,
-             guint16             port,
-             OutboxSmtpSecurity  security,
-             guint               lines)
+deliver_big (const char        *name,
+             guint16            port,
+             OutboxSmtpSecurity security,
+             guint              lines)
 {
   g_autofree char *root = g_build_filename (test_dir, name, NULL);
   g_autoptr (OutboxStore) store = outbox_store_new (root);
@@ -300,10 +300,10 @@ test_partial_rejection (void)
   g_autoptr (OutboxDraft) draft = outbox_draft_new ();
   g_autoptr (GBytes) stored = NULL;
   g_autoptr (GPtrArray) delivered = NULL;
-  g_autofree char *rcpt = NULL;
-  g_autofree char *id = NULL;
+  g_autofree char     *rcpt = NULL;
+  g_autofree char     *id = NULL;
   OutboxSmtpRejection *rejection;
-  Result r;
+  Result               r;
 
   draft->from_address = g_strdup (outbox_test_postfix_get_username (postfix));
   draft->to = g_strdup ("bob@outbox.test, nobody@outbox.test");
@@ -343,23 +343,23 @@ on_batch_sent (GObject      *source,
 static void
 test_batch (void)
 {
-  const char *to_bob[] = { "bob@outbox.test", NULL };
-  const char *to_nobody[] = { "nobody@outbox.test", NULL };
-  const char *to_carol[] = { "carol@outbox.test", NULL };
+  const char        *to_bob[] = { "bob@outbox.test", NULL };
+  const char        *to_nobody[] = { "nobody@outbox.test", NULL };
+  const char        *to_carol[] = { "carol@outbox.test", NULL };
   const char *const *rcpts[] = { to_bob, to_nobody, to_carol };
   g_autoptr (GPtrArray) jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GPtrArray) delivered = NULL;
   g_autoptr (GError) error = NULL;
   g_autofree char *transcript = NULL;
-  Result r = { 0 };
+  Result           r = { 0 };
 
   for (guint i = 0; i < 3; i++)
     {
       g_autofree char *text = g_strdup_printf ("From: %s\nSubject: batch %u\n\nMessage %u.\n",
                                                outbox_test_postfix_get_username (postfix), i, i);
       g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (g_steal_pointer (&text),
-                                                                            -1, g_free);
+                                                                             -1, g_free);
 
       g_ptr_array_add (jobs, outbox_smtp_job_new (outbox_test_postfix_get_username (postfix),
                                                   rcpts[i], stream, -1));
@@ -393,10 +393,10 @@ test_wrong_password (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  g_autofree char *explanation = NULL;
-  g_autofree char *suggestion = NULL;
-  g_autofree char *transcript = NULL;
-  Result r = { 0 };
+  g_autofree char         *explanation = NULL;
+  g_autofree char         *suggestion = NULL;
+  g_autofree char         *transcript = NULL;
+  Result                   r = { 0 };
 
   client = make_client (outbox_test_postfix_get_submission_port (postfix),
                         OUTBOX_SMTP_SECURITY_STARTTLS, "not-the-password");
@@ -425,7 +425,7 @@ test_check_connection (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autofree char *transcript = NULL;
-  Result r = { 0 };
+  Result           r = { 0 };
 
   client = make_client (outbox_test_postfix_get_submission_port (postfix),
                         OUTBOX_SMTP_SECURITY_STARTTLS, outbox_test_postfix_get_password (postfix));

@@ -10,14 +10,14 @@
 
 /* Feeds @input whole; returns the first reply or NULL with @error. */
 static OutboxSmtpReply *
-parse (const char  *input,
-       gsize        len,
-       gsize       *consumed,
-       GError     **error)
+parse (const char *input,
+       gsize       len,
+       gsize      *consumed,
+       GError    **error)
 {
   g_autoptr (OutboxSmtpReplyParser) parser = outbox_smtp_reply_parser_new ();
   OutboxSmtpReply *reply = NULL;
-  gsize used = 0;
+  gsize            used = 0;
 
   if (!outbox_smtp_reply_parser_feed (parser, (const guint8 *) input, len, &used, &reply, error))
     return NULL;
@@ -169,7 +169,7 @@ test_overlong_line (void)
   g_autoptr (GError) error = NULL;
   g_autoptr (OutboxSmtpReplyParser) parser = outbox_smtp_reply_parser_new ();
   OutboxSmtpReply *reply = NULL;
-  gsize used;
+  gsize            used;
 
   /* The error comes before any CRLF: a server cannot make us buffer
    * forever. */
@@ -254,7 +254,8 @@ test_make_visible (void)
   g_autofree char *visible = outbox_smtp_make_visible ("a\tb\x1b[31m<b>\xe2\x80\xae", -1);
 
   /* Control characters become Control Pictures; markup stays literal text. */
-  g_assert_cmpstr (visible, ==, "a\xe2\x90\x89" "b\xe2\x90\x9b[31m<b><U+202E>");
+  g_assert_cmpstr (visible, ==, "a\xe2\x90\x89"
+                                "b\xe2\x90\x9b[31m<b><U+202E>");
 }
 
 int

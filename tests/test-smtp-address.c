@@ -49,8 +49,8 @@ test_invalid (void)
   g_autofree char *long_local_addr = g_strconcat (long_local, "@example.org", NULL);
   g_autofree char *long_label = g_strnfill (64, 'b');
   g_autofree char *long_label_addr = g_strconcat ("a@", long_label, ".org", NULL);
-  GString *long_domain = g_string_new ("a@");
-  GString *long_path = g_string_new (NULL);
+  GString         *long_domain = g_string_new ("a@");
+  GString         *long_path = g_string_new (NULL);
 
   assert_invalid ("", "empty");
   assert_invalid ("alice", "no @");
@@ -71,8 +71,12 @@ test_invalid (void)
   assert_invalid ("a@exam_ple.org", "“_”");
   assert_invalid ("\"unterminated@example.org", "quotation mark");
   assert_invalid ("a@[300.1.1.1]", "IP address");
-  assert_invalid ("us\xe2\x80\xae" "er@example.org", "invisible");
-  assert_invalid ("us\xc2\x85" "er@example.org", "invisible");
+  assert_invalid ("us\xe2\x80\xae"
+                  "er@example.org",
+                  "invisible");
+  assert_invalid ("us\xc2\x85"
+                  "er@example.org",
+                  "invisible");
   assert_invalid (long_local_addr, "64");
   assert_invalid (long_label_addr, "63");
 
@@ -118,7 +122,7 @@ test_utf8_local_part (void)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *with = NULL;
-  char *without;
+  char            *without;
 
   without = outbox_smtp_address_to_envelope ("jösé@example.org", FALSE, &error);
   g_assert_null (without);

@@ -1322,7 +1322,7 @@ assert_no_canary_in_dir (const char *path)
     {
       g_autofree char *child = g_build_filename (path, name, NULL);
       g_autofree char *contents = NULL;
-      gsize len = 0;
+      gsize            len = 0;
 
       if (g_file_test (child, G_FILE_TEST_IS_SYMLINK))
         continue;

@@ -708,16 +708,16 @@ outbox_message_to_bytes (GMimeMessage *message)
 }
 
 gboolean
-outbox_message_file_scan (GFile         *file,
-                          gboolean      *has_8bit,
-                          gboolean      *has_long_lines,
-                          GCancellable  *cancellable,
-                          GError       **error)
+outbox_message_file_scan (GFile        *file,
+                          gboolean     *has_8bit,
+                          gboolean     *has_long_lines,
+                          GCancellable *cancellable,
+                          GError      **error)
 {
   g_autoptr (GFileInputStream) stream = NULL;
   g_autofree guint8 *buf = NULL;
-  gsize line = 0;
-  gssize n;
+  gsize              line = 0;
+  gssize             n;
 
   g_return_val_if_fail (G_IS_FILE (file), FALSE);
 

@@ -18,7 +18,7 @@ typedef struct
   OutboxEnvelope    *envelope;
   GFileInputStream  *stream;
   goffset            size;
-  GFile             *copy_7bit;  /* for servers without 8BITMIME */
+  GFile             *copy_7bit; /* for servers without 8BITMIME */
   GFileInputStream  *stream_7bit;
   goffset            size_7bit;
   gboolean           encoded_only; /* long lines: only the copy may go out */
