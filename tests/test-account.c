@@ -1,8 +1,10 @@
-/* Scratch test (not in the repo): accounts in GSettings (memory backend). */
-#define G_LOG_DOMAIN "test-account"
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Accounts in GSettings (memory backend). */
+#define G_LOG_DOMAIN "outbox-test"
 #include "config.h"
 #include <locale.h>
 #include "outbox-account.h"
+#include "outbox-smtp-address.h"
 
 static void
 test_create_list_default (void)
@@ -123,10 +125,10 @@ test_loopback (void)
   const char *no[] = { "", "localhost.example.test", "127.0.0.1.example.test", "128.0.0.1", "10.0.0.1", "::2", "127.1", "example.test", "0.0.0.0" };
   guint       i;
   for (i = 0; i < G_N_ELEMENTS (yes); i++)
-    g_assert_true (outbox_host_is_loopback (yes[i]));
+    g_assert_true (outbox_smtp_host_is_loopback (yes[i]));
   for (i = 0; i < G_N_ELEMENTS (no); i++)
-    g_assert_false (outbox_host_is_loopback (no[i]));
-  g_assert_false (outbox_host_is_loopback (NULL));
+    g_assert_false (outbox_smtp_host_is_loopback (no[i]));
+  g_assert_false (outbox_smtp_host_is_loopback (NULL));
 }
 
 int

@@ -545,7 +545,7 @@ configure (Send *self)
         }
 
       if (self->user != NULL && self->security == OUTBOX_SMTP_SECURITY_NONE &&
-          !outbox_host_is_loopback (self->host))
+          !outbox_smtp_host_is_loopback (self->host))
         {
           /* clang-format off */
           say (_("Outbox will not send your password to %s without encryption: anyone on the "

@@ -8,6 +8,7 @@
 #include <glib/gi18n-lib.h>
 
 #include "outbox-account.h"
+#include "outbox-smtp-address.h"
 #include "outbox-message.h"
 
 #define OUTBOX_SCHEMA_ID "io.github.outbox.Outbox"
@@ -490,7 +491,7 @@ outbox_account_create_client (OutboxAccount *self,
       return NULL;
     }
 
-  if (password != NULL && security == OUTBOX_SMTP_SECURITY_NONE && !outbox_host_is_loopback (host))
+  if (password != NULL && security == OUTBOX_SMTP_SECURITY_NONE && !outbox_smtp_host_is_loopback (host))
     {
       /* clang-format off */
       g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INSECURE,
@@ -522,48 +523,4 @@ outbox_account_create_client (OutboxAccount *self,
     }
 
   return g_steal_pointer (&client);
-}
-
-gboolean
-outbox_host_is_loopback (const char *host)
-{
-  g_autoptr (GInetAddress) address = NULL;
-  g_autofree char *name = NULL;
-  gsize            len;
-
-  if (host == NULL || *host == '\0')
-    return FALSE;
-
-  name = g_strdup (host);
-  len = strlen (name);
-
-  /* "localhost." and "[::1]" */
-  if (len > 1 && name[len - 1] == '.')
-    name[--len] = '\0';
-  if (len > 2 && name[0] == '[' && name[len - 1] == ']')
-    {
-      memmove (name, name + 1, len - 2);
-      name[len - 2] = '\0';
-    }
-
-  if (g_ascii_strcasecmp (name, "localhost") == 0)
-    return TRUE;
-
-  address = g_inet_address_new_from_string (name);
-  if (address == NULL)
-    return FALSE;
-
-  if (g_inet_address_get_is_loopback (address))
-    return TRUE;
-
-  /* ::ffff:127.x.y.z */
-  if (g_inet_address_get_family (address) == G_SOCKET_FAMILY_IPV6)
-    {
-      const guint8       *bytes = g_inet_address_to_bytes (address);
-      static const guint8 v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-      return memcmp (bytes, v4_mapped, sizeof v4_mapped) == 0 && bytes[12] == 127;
-    }
-
-  return FALSE;
 }

@@ -47,7 +47,4 @@ OutboxSmtpClient  *outbox_account_create_client   (OutboxAccount *self,
                                                    const char    *password,
                                                    GError       **error);
 
-/* A password is only ever sent without TLS to a loopback host. */
-gboolean           outbox_host_is_loopback        (const char    *host);
-
 G_END_DECLS

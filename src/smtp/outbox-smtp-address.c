@@ -272,14 +272,43 @@ outbox_smtp_address_to_envelope (const char *address,
 gboolean
 outbox_smtp_host_is_loopback (const char *host)
 {
-  g_autoptr (GInetAddress) inet = NULL;
+  g_autoptr (GInetAddress) address = NULL;
+  g_autofree char *name = NULL;
+  gsize            len;
 
-  if (host == NULL)
+  if (host == NULL || *host == '\0')
     return FALSE;
 
-  if (g_ascii_strcasecmp (host, "localhost") == 0 || g_ascii_strcasecmp (host, "localhost.") == 0)
+  name = g_strdup (host);
+  len = strlen (name);
+
+  /* "localhost." and "[::1]" */
+  if (len > 1 && name[len - 1] == '.')
+    name[--len] = '\0';
+  if (len > 2 && name[0] == '[' && name[len - 1] == ']')
+    {
+      memmove (name, name + 1, len - 2);
+      name[len - 2] = '\0';
+    }
+
+  if (g_ascii_strcasecmp (name, "localhost") == 0)
     return TRUE;
 
-  inet = g_inet_address_new_from_string (host);
-  return inet != NULL && g_inet_address_get_is_loopback (inet);
+  address = g_inet_address_new_from_string (name);
+  if (address == NULL)
+    return FALSE;
+
+  if (g_inet_address_get_is_loopback (address))
+    return TRUE;
+
+  /* ::ffff:127.x.y.z */
+  if (g_inet_address_get_family (address) == G_SOCKET_FAMILY_IPV6)
+    {
+      const guint8       *bytes = g_inet_address_to_bytes (address);
+      static const guint8 v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+      return memcmp (bytes, v4_mapped, sizeof v4_mapped) == 0 && bytes[12] == 127;
+    }
+
+  return FALSE;
 }
