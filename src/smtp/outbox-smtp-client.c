@@ -893,22 +893,28 @@ session_fail_with (GTask           *task,
     session_finish (task);
 }
 
+/* "What: the server replied “…”", with the reply made visible. */
+static GError *
+reply_error (OutboxSmtpErrorCode    code,
+             const OutboxSmtpReply *reply,
+             const char            *what)
+{
+  g_autofree char *text = outbox_smtp_reply_to_string (reply);
+  g_autofree char *visible = outbox_smtp_make_visible (text, -1);
+
+  /* Translators: the first %s says what was refused, the second is the
+   * server's reply */
+  return g_error_new (OUTBOX_SMTP_ERROR, code, _("%s: the server replied “%s”."), what, visible);
+}
+
 static void
 session_fail_reply (GTask              *task,
                     OutboxSmtpErrorCode code,
                     OutboxSmtpReply    *reply,
                     const char         *what)
 {
-  g_autofree char *text = outbox_smtp_reply_to_string (reply);
-  g_autofree char *visible = outbox_smtp_make_visible (text, -1);
-  GError          *error;
-
-  /* Translators: the first %s says what was refused, the second is the
-   * server's reply */
-  error = g_error_new (OUTBOX_SMTP_ERROR, code, _("%s: the server replied “%s”."), what, visible);
-
   /* A 421 means the server is closing: no QUIT. */
-  session_fail_with (task, error, reply, reply->code != 421);
+  session_fail_with (task, reply_error (code, reply, what), reply, reply->code != 421);
 }
 
 static void start_next_job (GTask *task);
@@ -962,14 +968,7 @@ job_fail_reply (GTask              *task,
                 OutboxSmtpReply    *reply,
                 const char         *what)
 {
-  g_autofree char *text = outbox_smtp_reply_to_string (reply);
-  g_autofree char *visible = outbox_smtp_make_visible (text, -1);
-
-  /* Translators: the first %s says what was refused, the second is the
-   * server's reply */
-  job_failed (task,
-              g_error_new (OUTBOX_SMTP_ERROR, code, _("%s: the server replied “%s”."), what, visible),
-                           reply);
+  job_failed (task, reply_error (code, reply, what), reply);
 }
 
 /* Connecting ---------------------------------------------------------------- */
