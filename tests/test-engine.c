@@ -9,6 +9,7 @@
 
 #include "outbox-smtp-client.h"
 #include "outbox-test-ca.h"
+#include "outbox-test-client.h"
 #include "outbox-test-smtp-server.h"
 
 #define USER     "alice@example.org"
@@ -19,68 +20,6 @@ static OutboxTestCa *test_ca;
 static char         *test_dir;
 
 /* Running the client --------------------------------------------------------- */
-
-typedef struct
-{
-  gboolean         done;
-  gboolean         ok;
-  GError          *error;
-  GPtrArray       *rejected;
-  OutboxSmtpReply *final_reply;
-  GArray          *steps;
-  GString         *transcript;
-} Outcome;
-
-static void
-outcome_clear (Outcome *o)
-{
-  g_clear_error (&o->error);
-  g_clear_pointer (&o->rejected, g_ptr_array_unref);
-  g_clear_pointer (&o->final_reply, outbox_smtp_reply_free);
-  g_clear_pointer (&o->steps, g_array_unref);
-  if (o->transcript)
-    g_string_free (o->transcript, TRUE);
-}
-
-static void
-on_step_changed (OutboxSmtpClient *client,
-                 guint             step,
-                 Outcome          *o)
-{
-  g_array_append_val (o->steps, step);
-}
-
-static void
-on_transcript (OutboxSmtpClient *client,
-               guint             kind,
-               const char       *line,
-               Outcome          *o)
-{
-  g_string_append_printf (o->transcript, "%u %s\n", kind, line);
-}
-
-static void
-on_sent (GObject      *source,
-         GAsyncResult *result,
-         gpointer      user_data)
-{
-  Outcome *o = user_data;
-
-  o->ok = outbox_smtp_client_send_finish (OUTBOX_SMTP_CLIENT (source), result, &o->rejected,
-                                          &o->final_reply, &o->error);
-  o->done = TRUE;
-}
-
-static void
-on_checked (GObject      *source,
-            GAsyncResult *result,
-            gpointer      user_data)
-{
-  Outcome *o = user_data;
-
-  o->ok = outbox_smtp_client_check_finish (OUTBOX_SMTP_CLIENT (source), result, &o->error);
-  o->done = TRUE;
-}
 
 static OutboxSmtpClient *
 make_client (OutboxTestSmtpServer *srv,
@@ -108,28 +47,21 @@ run_client (OutboxSmtpClient  *client,
             const char        *message,
             GCancellable      *cancellable,
             gboolean           check_only,
-            Outcome           *o)
+            OutboxTestOutcome *o)
 {
-  memset (o, 0, sizeof *o);
-  o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
-  o->transcript = g_string_new (NULL);
-  g_signal_connect (client, "step-changed", G_CALLBACK (on_step_changed), o);
-  g_signal_connect (client, "transcript", G_CALLBACK (on_transcript), o);
+  outbox_test_outcome_watch (o, client);
 
   if (check_only)
-    outbox_smtp_client_check_async (client, cancellable, on_checked, o);
+    outbox_smtp_client_check_async (client, cancellable, outbox_test_outcome_checked_cb, o);
   else
     {
       g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_data (message, -1, NULL);
 
       outbox_smtp_client_send_async (client, USER, recipients, stream, strlen (message),
-                                     cancellable, on_sent, o);
+                                     cancellable, outbox_test_outcome_sent_cb, o);
     }
 
-  while (!o->done)
-    g_main_context_iteration (NULL, TRUE);
-
-  g_signal_handlers_disconnect_by_data (client, o);
+  outbox_test_outcome_wait (o, client);
 }
 
 static void
@@ -137,7 +69,7 @@ send_message (OutboxTestSmtpServer *srv,
               OutboxSmtpSecurity    security,
               gboolean              with_password,
               const char *const    *recipients,
-              Outcome              *o)
+              OutboxTestOutcome    *o)
 {
   g_autoptr (OutboxSmtpClient) client = make_client (srv, security, with_password);
 
@@ -237,7 +169,7 @@ test_starttls_plain (void)
   const char        *expected = "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
                                 "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n";
   gsize              len;
-  Outcome            o;
+  OutboxTestOutcome  o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -285,7 +217,7 @@ test_starttls_plain (void)
   g_assert_nonnull (strstr (o.transcript->str, "Secured with TLS 1."));
   g_assert_nonnull (strstr (o.transcript->str, "SHA-256 "));
 
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -296,8 +228,8 @@ test_auth_login (void)
   g_autofree char *user64 = g_base64_encode ((const guchar *) USER, strlen (USER));
   g_autofree char *pass64 = g_base64_encode ((const guchar *) PASSWORD, strlen (PASSWORD));
   g_autoptr (OutboxSmtpClient) client = NULL;
-  g_autofree char *transcript = NULL;
-  Outcome          o;
+  g_autofree char  *transcript = NULL;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -327,14 +259,14 @@ test_auth_login (void)
   g_assert_null (strstr (transcript, user64));
   g_assert_null (strstr (transcript, pass64));
   g_assert_nonnull (strstr (transcript, "C: " OUTBOX_SMTP_REDACTED));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_implicit_tls (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (TRUE);
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -347,14 +279,14 @@ test_implicit_tls (void)
   g_assert_no_error (o.error);
   g_assert_true (o.ok);
   assert_no_failure (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_ehlo_rejected_helo (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 old.example SMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -369,14 +301,14 @@ test_ehlo_rejected_helo (void)
   g_assert_no_error (o.error);
   g_assert_true (o.ok);
   assert_no_failure (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_ehlo_rejected_requires_tls (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 old.example SMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -391,7 +323,7 @@ test_ehlo_rejected_requires_tls (void)
   assert_no_failure (srv);
   g_assert_false (lines_contain (srv, "AUTH"));
   g_assert_false (lines_contain (srv, "MAIL"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -400,7 +332,7 @@ test_partial_rejection (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   const char          *rcpts[] = { "bob@example.org", "nobody@example.org", "carol@example.org", NULL };
   OutboxSmtpRejection *rejection;
-  Outcome              o;
+  OutboxTestOutcome    o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -428,15 +360,15 @@ test_partial_rejection (void)
   g_assert_cmpstr (rejection->address, ==, "nobody@example.org");
   g_assert_cmpuint (rejection->reply->code, ==, 550);
   g_assert_cmpstr (rejection->reply->enhanced, ==, "5.1.1");
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_all_rejected (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  const char *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
-  Outcome     o;
+  const char       *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
+  OutboxTestOutcome o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -456,7 +388,7 @@ test_all_rejected (void)
   g_assert_nonnull (strstr (o.error->message, "carol@example.org: 550 5.1.1 no such user carol"));
   assert_no_failure (srv);
   g_assert_null (outbox_test_smtp_server_get_data (srv));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -465,10 +397,10 @@ test_pipelining_dsn (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GPtrArray) lines = NULL;
-  const char   *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
-  OutboxSmtpDsn dsn = { OUTBOX_SMTP_DSN_NOTIFY_SUCCESS | OUTBOX_SMTP_DSN_NOTIFY_FAILURE,
-                        OUTBOX_SMTP_DSN_RET_HEADERS, (char *) "id 1+\r\nRCPT TO:<x@y>" };
-  Outcome       o;
+  const char       *rcpts[] = { "bob@example.org", "carol@example.org", NULL };
+  OutboxSmtpDsn     dsn = { OUTBOX_SMTP_DSN_NOTIFY_SUCCESS | OUTBOX_SMTP_DSN_NOTIFY_FAILURE,
+                            OUTBOX_SMTP_DSN_RET_HEADERS, (char *) "id 1+\r\nRCPT TO:<x@y>" };
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -507,7 +439,7 @@ test_pipelining_dsn (void)
   lines = outbox_test_smtp_server_get_lines (srv);
   for (guint i = 0; i < lines->len; i++)
     g_assert_false (g_str_has_prefix (g_ptr_array_index (lines, i), "RCPT TO:<x@y>"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -515,7 +447,7 @@ test_pipelining_mail_refused (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -543,7 +475,7 @@ test_pipelining_mail_refused (void)
   g_assert_cmpint (outbox_smtp_client_get_failure (client)->step, ==, OUTBOX_SMTP_STEP_MAIL);
   g_assert_cmpuint (outbox_smtp_client_get_failure (client)->reply->code, ==, 553);
   g_assert_null (outbox_test_smtp_server_get_data (srv));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -562,8 +494,8 @@ test_recipient_limit (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (GBytes) first = NULL;
   g_autoptr (GBytes) second = NULL;
-  const char *rcpts[] = { "a@example.org", "b@example.org", "c@example.org", NULL };
-  Outcome     o;
+  const char       *rcpts[] = { "a@example.org", "b@example.org", "c@example.org", NULL };
+  OutboxTestOutcome o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -592,7 +524,7 @@ test_recipient_limit (void)
   first = outbox_test_smtp_server_get_data_nth (srv, 0);
   second = outbox_test_smtp_server_get_data_nth (srv, 1);
   g_assert_true (g_bytes_equal (first, second));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* 8-bit data: BODY=8BITMIME where offered, else the 7-bit copy. */
@@ -608,7 +540,7 @@ test_8bitmime (void)
       g_autoptr (OutboxSmtpClient) client = NULL;
       g_autoptr (GInputStream) fallback = g_memory_input_stream_new_from_data (seven, -1, NULL);
       g_autoptr (GBytes) data = NULL;
-      Outcome o;
+      OutboxTestOutcome o;
 
       outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
       outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -640,22 +572,11 @@ test_8bitmime (void)
       data = outbox_test_smtp_server_get_data (srv);
       g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data),
                                       offered ? "Caf\xc3\xa9" : "Caf=C3=A9"));
-      outcome_clear (&o);
+      outbox_test_outcome_clear (&o);
     }
 }
 
 /* Several messages over one connection --------------------------------------- */
-
-static void
-on_batch_sent (GObject      *source,
-               GAsyncResult *result,
-               gpointer      user_data)
-{
-  Outcome *o = user_data;
-
-  o->ok = outbox_smtp_client_send_batch_finish (OUTBOX_SMTP_CLIENT (source), result, &o->error);
-  o->done = TRUE;
-}
 
 static GPtrArray *
 make_jobs (guint n)
@@ -675,16 +596,13 @@ make_jobs (guint n)
 }
 
 static void
-run_batch (OutboxSmtpClient *client,
-           GPtrArray        *jobs,
-           Outcome          *o)
+run_batch (OutboxSmtpClient  *client,
+           GPtrArray         *jobs,
+           OutboxTestOutcome *o)
 {
-  memset (o, 0, sizeof *o);
-  o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
-  o->transcript = g_string_new (NULL);
-  outbox_smtp_client_send_batch_async (client, jobs, NULL, on_batch_sent, o);
-  while (!o->done)
-    g_main_context_iteration (NULL, TRUE);
+  outbox_test_outcome_watch (o, client);
+  outbox_smtp_client_send_batch_async (client, jobs, NULL, outbox_test_outcome_batch_cb, o);
+  outbox_test_outcome_wait (o, client);
 }
 
 /* A refused message is reset (RSET) and the next one still goes, on the
@@ -697,8 +615,8 @@ test_batch_reset (void)
   g_autoptr (GPtrArray) jobs = make_jobs (3);
   g_autoptr (GBytes) first = NULL;
   g_autoptr (GBytes) third = NULL;
-  OutboxSmtpJob *refused;
-  Outcome        o;
+  OutboxSmtpJob    *refused;
+  OutboxTestOutcome o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -742,7 +660,7 @@ test_batch_reset (void)
   third = outbox_test_smtp_server_get_data_nth (srv, 1);
   g_assert_nonnull (g_strstr_len (g_bytes_get_data (first, NULL), -1, "Subject: message 0"));
   g_assert_nonnull (g_strstr_len (g_bytes_get_data (third, NULL), -1, "Subject: message 2"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* The connection ends after the second message's dot: that one is
@@ -753,7 +671,7 @@ test_batch_connection_lost (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GPtrArray) jobs = make_jobs (3);
-  Outcome o;
+  OutboxTestOutcome o;
 
   script_starttls (srv);
   script_auth_plain (srv);
@@ -783,7 +701,7 @@ test_batch_connection_lost (void)
                   OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
   g_assert_false (outbox_smtp_job_get_sent (g_ptr_array_index (jobs, 2)));
   g_assert_nonnull (outbox_smtp_job_get_error (g_ptr_array_index (jobs, 2)));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* STARTTLS safety ------------------------------------------------------------ */
@@ -795,7 +713,7 @@ test_starttls_not_offered (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
   g_autofree char         *suggestion = NULL;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -818,14 +736,14 @@ test_starttls_not_offered (void)
   g_assert_cmpint (failure->step, ==, OUTBOX_SMTP_STEP_HELLO);
   suggestion = outbox_smtp_failure_get_suggestion (failure);
   g_assert_nonnull (strstr (suggestion, "unencrypted"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_starttls_injection (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -841,14 +759,14 @@ test_starttls_injection (void)
   assert_no_failure (srv);
   g_assert_false (lines_contain (srv, "AUTH"));
   g_assert_false (lines_contain (srv, "EHLO") && lines_contain (srv, "MAIL"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
 test_starttls_partial_injection (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -861,7 +779,7 @@ test_starttls_partial_injection (void)
   send_message (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE, bob, &o);
   g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INJECTION);
   assert_no_failure (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* "None" to a loopback server is the one case where a password may go
@@ -871,7 +789,7 @@ test_loopback_none_signs_in (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -890,7 +808,7 @@ test_loopback_none_signs_in (void)
   g_assert_no_error (o.error);
   assert_no_failure (srv);
   g_assert_true (lines_contain (srv, "AUTH PLAIN"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Faults at each step -------------------------------------------------------- */
@@ -985,7 +903,7 @@ test_fault (gconstpointer data)
     OUTBOX_SMTP_STEP_DATA,
     OUTBOX_SMTP_STEP_DATA_END,
   };
-  Outcome o;
+  OutboxTestOutcome o;
 
   script_until (srv, fc->stage);
 
@@ -1144,7 +1062,7 @@ test_fault (gconstpointer data)
   if (fc->stage < STAGE_DOT)
     g_assert_null (outbox_test_smtp_server_get_data (srv));
 
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -1152,9 +1070,9 @@ test_error_greeting (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  g_autofree char *title = NULL;
-  g_autofree char *server_text = NULL;
-  Outcome          o;
+  g_autofree char  *title = NULL;
+  g_autofree char  *server_text = NULL;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "554-test.example no SMTP service here\r\n"
                                      "554 5.7.1 your address is listed\r\n");
@@ -1172,7 +1090,7 @@ test_error_greeting (void)
   g_assert_cmpstr (title, ==, "The server refused the connection");
   g_assert_cmpstr (server_text, ==, "554-test.example no SMTP service here\n"
                                     "554 5.7.1 your address is listed");
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 typedef struct
@@ -1206,8 +1124,8 @@ test_cancel (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (GTimer) timer = g_timer_new ();
-  CancelAt at = { cancellable, OUTBOX_SMTP_STEP_MAIL };
-  Outcome  o;
+  CancelAt          at = { cancellable, OUTBOX_SMTP_STEP_MAIL };
+  OutboxTestOutcome o;
 
   script_until (srv, STAGE_MAIL);
   outbox_test_smtp_server_stall (srv);
@@ -1222,7 +1140,7 @@ test_cancel (void)
   g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 8.0);
   g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
   g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -1231,8 +1149,8 @@ test_cancel_after_dot (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
-  CancelAt at = { cancellable, OUTBOX_SMTP_STEP_DATA_END };
-  Outcome  o;
+  CancelAt          at = { cancellable, OUTBOX_SMTP_STEP_DATA_END };
+  OutboxTestOutcome o;
 
   script_until (srv, STAGE_DOT);
   outbox_test_smtp_server_stall (srv);
@@ -1247,7 +1165,7 @@ test_cancel_after_dot (void)
   g_assert_cmpint (outbox_smtp_client_get_failure (client)->step, ==, OUTBOX_SMTP_STEP_DATA_END);
   g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
   g_assert_nonnull (outbox_test_smtp_server_get_data (srv));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -1258,9 +1176,9 @@ test_connect_refused (void)
   g_autoptr (GInetAddress) loopback = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GInputStream) stream = NULL;
-  g_autofree char *suggestion = NULL;
-  guint16          port;
-  Outcome          o;
+  g_autofree char  *suggestion = NULL;
+  guint16           port;
+  OutboxTestOutcome o;
 
   /* A port that was free a moment ago: nothing listens there. */
   socket = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL);
@@ -1279,7 +1197,7 @@ test_connect_refused (void)
                                   G_IO_ERROR_CONNECTION_REFUSED));
   suggestion = outbox_smtp_failure_get_suggestion (outbox_smtp_client_get_failure (client));
   g_assert_nonnull (strstr (suggestion, "Nothing answers on that port"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -1291,15 +1209,15 @@ test_no_tls_backend (void)
     {
       g_autoptr (OutboxSmtpClient) client = outbox_smtp_client_new ("127.0.0.1", 9,
                                                                     OUTBOX_SMTP_SECURITY_STARTTLS);
-      g_autofree char *suggestion = NULL;
-      Outcome          o;
+      g_autofree char  *suggestion = NULL;
+      OutboxTestOutcome o;
 
       run_client (client, bob, MESSAGE, NULL, FALSE, &o);
       g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NO_TLS_BACKEND);
       g_assert_cmpuint (o.steps->len, ==, 1);
       suggestion = outbox_smtp_failure_get_suggestion (outbox_smtp_client_get_failure (client));
       g_print ("%s\n", suggestion);
-      outcome_clear (&o);
+      outbox_test_outcome_clear (&o);
       return;
     }
 
@@ -1314,15 +1232,15 @@ static void
 test_invalid_recipient_before_connect (void)
 {
   g_autoptr (OutboxSmtpClient) client = NULL;
-  const char *rcpts[] = { "bob@example.org", "eve@example.org>\r\nRCPT TO:<x@y.org", NULL };
-  Outcome     o;
+  const char       *rcpts[] = { "bob@example.org", "eve@example.org>\r\nRCPT TO:<x@y.org", NULL };
+  OutboxTestOutcome o;
 
   /* Port 9 on loopback: never contacted, since validation comes first. */
   client = outbox_smtp_client_new ("127.0.0.1", 9, OUTBOX_SMTP_SECURITY_STARTTLS);
   run_client (client, rcpts, MESSAGE, NULL, FALSE, &o);
   g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_ADDRESS);
   g_assert_cmpuint (o.steps->len, ==, 0);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -1335,7 +1253,7 @@ test_bad_certificate (void)
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
   g_autofree char         *explanation = NULL;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   g_assert_no_error (error);
   srv = outbox_test_smtp_server_new (cert, FALSE);
@@ -1358,7 +1276,7 @@ test_bad_certificate (void)
   explanation = outbox_smtp_failure_get_explanation (failure);
   g_assert_nonnull (strstr (explanation, "not signed by an authority"));
   g_assert_false (lines_contain (srv, "AUTH"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 int

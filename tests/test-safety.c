@@ -18,6 +18,7 @@
 
 #include "outbox-smtp-client.h"
 #include "outbox-test-ca.h"
+#include "outbox-test-client.h"
 #include "outbox-test-smtp-server.h"
 
 #define USER     "alice@example.org"
@@ -125,58 +126,6 @@ log_capture_get (void)
 
 /* Running the client --------------------------------------------------------- */
 
-typedef struct
-{
-  gboolean         done;
-  gboolean         ok;
-  GError          *error;
-  GPtrArray       *rejected;
-  OutboxSmtpReply *final_reply;
-  GArray          *steps;
-  GString         *transcript;
-} Outcome;
-
-static void
-outcome_clear (Outcome *o)
-{
-  g_clear_error (&o->error);
-  g_clear_pointer (&o->rejected, g_ptr_array_unref);
-  g_clear_pointer (&o->final_reply, outbox_smtp_reply_free);
-  g_clear_pointer (&o->steps, g_array_unref);
-  if (o->transcript)
-    g_string_free (o->transcript, TRUE);
-  o->transcript = NULL;
-}
-
-static void
-on_step_changed (OutboxSmtpClient *client,
-                 guint             step,
-                 Outcome          *o)
-{
-  g_array_append_val (o->steps, step);
-}
-
-static void
-on_transcript (OutboxSmtpClient *client,
-               guint             kind,
-               const char       *line,
-               Outcome          *o)
-{
-  g_string_append_printf (o->transcript, "%u %s\n", kind, line);
-}
-
-static void
-on_sent (GObject      *source,
-         GAsyncResult *result,
-         gpointer      user_data)
-{
-  Outcome *o = user_data;
-
-  o->ok = outbox_smtp_client_send_finish (OUTBOX_SMTP_CLIENT (source), result, &o->rejected,
-                                          &o->final_reply, &o->error);
-  o->done = TRUE;
-}
-
 static OutboxSmtpClient *
 make_client_for_port (guint16            port,
                       OutboxSmtpSecurity security,
@@ -211,29 +160,22 @@ run_send (OutboxSmtpClient  *client,
           const char        *from,
           const char *const *recipients,
           GBytes            *message,
-          Outcome           *o)
+          OutboxTestOutcome *o)
 {
   g_autoptr (GInputStream) stream = g_memory_input_stream_new_from_bytes (message);
 
-  memset (o, 0, sizeof *o);
-  o->steps = g_array_new (FALSE, FALSE, sizeof (guint));
-  o->transcript = g_string_new (NULL);
-  g_signal_connect (client, "step-changed", G_CALLBACK (on_step_changed), o);
-  g_signal_connect (client, "transcript", G_CALLBACK (on_transcript), o);
+  outbox_test_outcome_watch (o, client);
 
   outbox_smtp_client_send_async (client, from, recipients, stream, g_bytes_get_size (message),
-                                 NULL, on_sent, o);
+                                 NULL, outbox_test_outcome_sent_cb, o);
 
-  while (!o->done)
-    g_main_context_iteration (NULL, TRUE);
-
-  g_signal_handlers_disconnect_by_data (client, o);
+  outbox_test_outcome_wait (o, client);
 }
 
 static void
-run_send_text (OutboxSmtpClient *client,
-               const char       *message,
-               Outcome          *o)
+run_send_text (OutboxSmtpClient  *client,
+               const char        *message,
+               OutboxTestOutcome *o)
 {
   g_autoptr (GBytes) bytes = g_bytes_new_static (message, strlen (message));
 
@@ -476,7 +418,7 @@ test_starttls (gconstpointer data)
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
   guint                    code = tc->reply ? (guint) g_ascii_strtoull (tc->reply, NULL, 10) : 0;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   outbox_test_smtp_server_send (srv, "220 test.example ESMTP ready\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -577,7 +519,7 @@ test_starttls (gconstpointer data)
   g_assert_false (lines_contain (srv, "AUTH"));
   g_assert_false (lines_contain (srv, "MAIL"));
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* A server that does not know EHLO knows no STARTTLS either. */
@@ -600,7 +542,7 @@ test_non_esmtp (gconstpointer data)
   const NonEsmtpCase *tc = data;
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_send (srv, "220 old.example SMTP\r\n");
   outbox_test_smtp_server_expect (srv, "EHLO *");
@@ -619,7 +561,7 @@ test_non_esmtp (gconstpointer data)
   assert_no_failure (srv);
   assert_server_lines (srv, "EHLO localhost\nHELO localhost\nQUIT");
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Injection before the handshake -------------------------------------------- */
@@ -640,7 +582,7 @@ test_injection_same_segment (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   script_until_starttls (srv);
   outbox_test_smtp_server_send (srv, "220 2.0.0 go ahead\r\n250-evil.example\r\n250 AUTH PLAIN\r\n");
@@ -659,7 +601,7 @@ test_injection_same_segment (void)
   /* Nothing more goes out over a connection someone tampers with. */
   assert_server_lines (srv, "EHLO localhost\nSTARTTLS");
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* A partial line, no CRLF, right behind the 220. */
@@ -668,7 +610,7 @@ test_injection_partial_line (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   script_until_starttls (srv);
   outbox_test_smtp_server_send (srv, "220 2.0.0 go ahead\r\n250 AUTH PL");
@@ -683,7 +625,7 @@ test_injection_partial_line (void)
   assert_no_failure (srv);
   assert_server_lines (srv, "EHLO localhost\nSTARTTLS");
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Plaintext in a later segment, once the client is already handshaking:
@@ -694,8 +636,8 @@ test_injection_later_segment (void)
 {
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  const char *expected[] = { "EHLO localhost", "STARTTLS", NULL };
-  Outcome     o;
+  const char       *expected[] = { "EHLO localhost", "STARTTLS", NULL };
+  OutboxTestOutcome o;
 
   script_until_starttls (srv);
   outbox_test_smtp_server_send (srv, "220 go\r\n");
@@ -717,7 +659,7 @@ test_injection_later_segment (void)
   g_assert_false (lines_contain (srv, "AUTH"));
   g_assert_false (lines_contain (srv, "MAIL"));
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* After TLS ------------------------------------------------------------------ */
@@ -733,7 +675,7 @@ test_after_tls_caps (void)
                                               "Subject: big\r\n\r\n");
   g_autoptr (GBytes) bytes = NULL;
   g_autoptr (GPtrArray) lines = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   while (message->len < 5 * 1024)
     g_string_append (message, "This line makes the message bigger than SIZE 1000.\r\n");
@@ -769,7 +711,7 @@ test_after_tls_caps (void)
   /* No SIZE= parameter: SIZE was only offered before TLS. */
   g_assert_cmpstr (g_ptr_array_index (lines, 4), ==, "MAIL FROM:<" USER ">");
   g_assert_false (lines_contain (srv, "AUTH XOAUTH2"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -778,7 +720,7 @@ test_after_tls_no_second_starttls (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   g_autoptr (GPtrArray) lines = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   script_starttls (srv, "250-test.example\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n");
   outbox_test_smtp_server_expect (srv, "AUTH PLAIN *");
@@ -797,7 +739,7 @@ test_after_tls_no_second_starttls (void)
   g_assert_cmpstr (g_ptr_array_index (lines, 1), ==, "STARTTLS");
   for (guint i = 2; i < lines->len; i++)
     g_assert_cmpstr (g_ptr_array_index (lines, i), !=, "STARTTLS");
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -806,7 +748,7 @@ test_after_tls_auth_503 (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN\r\n");
   outbox_test_smtp_server_expect (srv, "AUTH PLAIN *");
@@ -828,7 +770,7 @@ test_after_tls_auth_503 (void)
   assert_no_failure (srv);
   g_assert_false (lines_contain (srv, "MAIL"));
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 static void
@@ -837,7 +779,7 @@ test_after_tls_mail_503 (void)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN\r\n");
   outbox_test_smtp_server_expect (srv, "AUTH PLAIN *");
@@ -860,7 +802,7 @@ test_after_tls_mail_503 (void)
   g_assert_false (lines_contain (srv, "RCPT"));
   g_assert_false (lines_contain (srv, "DATA"));
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Implicit TLS: a greeting that is not 220 ---------------------------------- */
@@ -873,7 +815,7 @@ test_implicit_greeting (gconstpointer data)
   g_autoptr (OutboxTestSmtpServer) srv = new_server (TRUE);
   g_autoptr (OutboxSmtpClient) client = NULL;
   const OutboxSmtpFailure *failure;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   outbox_test_smtp_server_send (srv, greeting);
   if (code == 421)
@@ -894,7 +836,7 @@ test_implicit_greeting (gconstpointer data)
   assert_no_failure (srv);
   /* RFC 5321 3.1: after a 554 greeting only QUIT; after a 421 nothing. */
   assert_server_lines (srv, code == 421 ? "" : "QUIT");
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Certificates --------------------------------------------------------------- */
@@ -934,7 +876,7 @@ test_certificate (gconstpointer data)
   const OutboxSmtpFailure *failure;
   g_autofree char         *explanation = NULL;
   g_autofree char         *title = NULL;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   if (!tc->implicit_tls)
     script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN LOGIN\r\n");
@@ -973,7 +915,7 @@ test_certificate (gconstpointer data)
   assert_server_lines (srv, tc->implicit_tls ? "" : "EHLO localhost\nSTARTTLS");
   g_assert_false (lines_contain (srv, "AUTH"));
   assert_no_body (srv);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* TLS older than 1.2 --------------------------------------------------------- */
@@ -1051,7 +993,7 @@ test_tls_too_old (void)
   ServerOutput             out = { g_string_new (NULL), FALSE };
   guint16                  port = unused_port ();
   gboolean                 ready = FALSE;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   if (openssl == NULL)
     {
@@ -1136,7 +1078,7 @@ test_tls_too_old (void)
   g_assert_true (strstr (out.output->str, "ERROR") != NULL ||
                  strstr (out.output->str, "CONNECTION CLOSED") != NULL);
   g_string_free (out.output, TRUE);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Envelope injection: refused before connecting ----------------------------- */
@@ -1156,7 +1098,7 @@ test_envelope (gconstpointer data)
   g_autoptr (GBytes) message = g_bytes_new_static (MESSAGE, strlen (MESSAGE));
   const char              *rcpts[] = { "bob@example.org", tc->address, NULL };
   const OutboxSmtpFailure *failure;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   client = outbox_smtp_client_new ("127.0.0.1", unused_port (), OUTBOX_SMTP_SECURITY_STARTTLS);
   outbox_smtp_client_set_all_timeouts (client, CLIENT_TIMEOUT_MS);
@@ -1173,7 +1115,7 @@ test_envelope (gconstpointer data)
   g_assert_cmpint (failure->step, ==, OUTBOX_SMTP_STEP_NONE);
   /* The message shows the address without raw line breaks. */
   g_assert_null (strpbrk (o.error->message, "\r\n"));
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Secrets -------------------------------------------------------------------- */
@@ -1237,7 +1179,7 @@ test_secrets (gconstpointer data)
   g_autofree char         *log = NULL;
   const OutboxSmtpFailure *failure;
   gboolean                 sent_canary = FALSE;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   log_capture_reset ();
 
@@ -1330,7 +1272,7 @@ test_secrets (gconstpointer data)
   g_free (log);
   log = log_capture_get ();
   assert_no_canary ("the log", log);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 typedef struct
@@ -1354,7 +1296,7 @@ test_credentials_crlf (gconstpointer data)
   const CredentialsCase *tc = data;
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   /* In case the client connects anyway: a server that lets it get as far
    * as signing in. */
@@ -1374,7 +1316,7 @@ test_credentials_crlf (gconstpointer data)
   /* Before anything is sent: not even a connection. */
   g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 0);
   g_assert_cmpuint (o.steps->len, ==, 0);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Server text is shown literally ------------------------------------------- */
@@ -1399,7 +1341,7 @@ test_server_text (void)
   const OutboxSmtpFailure *failure;
   const char              *evil;
   const char              *bel;
-  Outcome                  o;
+  OutboxTestOutcome        o;
 
   script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN\r\n");
   outbox_test_smtp_server_expect (srv, "AUTH PLAIN *");
@@ -1436,7 +1378,7 @@ test_server_text (void)
   transcript = outbox_smtp_client_get_transcript (client);
   assert_no_raw_controls ("the transcript", transcript);
   assert_no_raw_controls ("the transcript signal", o.transcript->str);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* Smuggling through DATA ----------------------------------------------------- */
@@ -1633,7 +1575,7 @@ test_smuggle (gconstpointer data)
   g_autoptr (GBytes) received = NULL;
   g_autoptr (GByteArray) expected = normalise (message);
   g_autoptr (GByteArray) unstuffed = NULL;
-  Outcome o;
+  OutboxTestOutcome o;
 
   outbox_test_smtp_server_set_timeout (srv, SERVER_TIMEOUT_S);
   script_plain_session (srv);
@@ -1655,7 +1597,7 @@ test_smuggle (gconstpointer data)
   received = outbox_test_smtp_server_get_data (srv);
   unstuffed = check_and_unstuff (received);
   g_assert_cmpmem (unstuffed->data, unstuffed->len, expected->data, expected->len);
-  outcome_clear (&o);
+  outbox_test_outcome_clear (&o);
 }
 
 /* main ----------------------------------------------------------------------- */
