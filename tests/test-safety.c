@@ -918,6 +918,105 @@ test_certificate (gconstpointer data)
   outbox_test_outcome_clear (&o);
 }
 
+/* Which trust store anchors the server ---------------------------------------- */
+
+typedef enum
+{
+  TRUST_SYSTEM_ONLY,         /* no extra CA; the system store has the test CA */
+  TRUST_SYSTEM_BESIDE_EXTRA, /* an extra CA that does not anchor; the system store does */
+  TRUST_NEITHER,             /* an extra CA that does not anchor; the real system store */
+} TrustCase;
+
+typedef struct
+{
+  TrustCase trust;
+  gboolean  implicit_tls;
+} TrustTest;
+
+/* The client checks the certificate against the account's extra CA first
+ * and loads the system store only when that fails: a server anchored in
+ * either is trusted, one anchored in neither is not. The "system store"
+ * here is the TLS backend's default database, replaced for the test. */
+static void
+test_trust_store (gconstpointer data)
+{
+  const TrustTest *tt = data;
+  GTlsBackend     *backend = g_tls_backend_get_default ();
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (tt->implicit_tls);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GTlsDatabase) system = NULL;
+  g_autoptr (GError) error = NULL;
+  const char       *other_ca = NULL;
+  const char       *unused_key = NULL;
+  OutboxTestOutcome o;
+
+  if (tt->trust != TRUST_NEITHER)
+    {
+      system = g_tls_file_database_new (outbox_test_ca_get_ca_file (test_ca), &error);
+      g_assert_no_error (error);
+      g_tls_backend_set_default_database (backend, system);
+    }
+
+  if (!tt->implicit_tls)
+    script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN LOGIN\r\n");
+  else
+    {
+      outbox_test_smtp_server_send (srv, "220 test.example ESMTP ready\r\n");
+      outbox_test_smtp_server_expect (srv, "EHLO *");
+      outbox_test_smtp_server_send (srv, "250-test.example\r\n250 AUTH PLAIN LOGIN\r\n");
+    }
+  outbox_test_smtp_server_expect (srv, "AUTH *");
+  outbox_test_smtp_server_send (srv, "235 2.7.0 ok\r\n");
+  script_transaction (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = outbox_smtp_client_new ("127.0.0.1", outbox_test_smtp_server_get_port (srv),
+                                   tt->implicit_tls ? OUTBOX_SMTP_SECURITY_TLS
+                                                    : OUTBOX_SMTP_SECURITY_STARTTLS);
+  outbox_smtp_client_set_credentials (client, USER, PASSWORD);
+  outbox_smtp_client_set_all_timeouts (client, CLIENT_TIMEOUT_MS);
+  if (tt->trust != TRUST_SYSTEM_ONLY)
+    {
+      /* A self-signed certificate as the extra CA: it anchors nothing the
+       * server presents. */
+      g_assert_true (outbox_test_ca_get_files (test_ca, OUTBOX_TEST_CERT_SELF_SIGNED, &other_ca,
+                                               &unused_key, &error));
+      g_assert_true (outbox_smtp_client_set_ca_file (client, other_ca, &error));
+      g_assert_no_error (error);
+    }
+
+  run_send_text (client, MESSAGE, &o);
+  if (tt->trust != TRUST_NEITHER)
+    g_tls_backend_set_default_database (backend, NULL);
+  wait_server (srv);
+
+  if (tt->trust == TRUST_NEITHER)
+    {
+      const OutboxSmtpFailure *failure = get_failure (client);
+
+      g_assert_false (o.ok);
+      g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS);
+      g_assert_cmpint (failure->step, ==, OUTBOX_SMTP_STEP_TLS);
+      g_assert_cmpuint (failure->tls_errors & G_TLS_CERTIFICATE_UNKNOWN_CA, ==,
+                        G_TLS_CERTIFICATE_UNKNOWN_CA);
+      g_assert_false (lines_contain (srv, "AUTH"));
+      assert_no_body (srv);
+    }
+  else
+    {
+      g_autofree char *transcript = NULL;
+
+      g_assert_no_error (o.error);
+      g_assert_true (o.ok);
+      assert_no_failure (srv);
+      g_assert_nonnull (outbox_test_smtp_server_get_data (srv));
+      transcript = outbox_smtp_client_get_transcript (client);
+      g_assert_nonnull (strstr (transcript, "* Secured with TLS 1."));
+    }
+
+  outbox_test_outcome_clear (&o);
+}
+
 /* TLS older than 1.2 --------------------------------------------------------- */
 
 typedef struct
@@ -1782,6 +1881,28 @@ main (int   argc,
     }
 
   g_test_add_func ("/safety/tls/older-than-1.2-refused", test_tls_too_old);
+  {
+    static const TrustTest trust_tests[] = {
+      { TRUST_SYSTEM_ONLY, FALSE },
+      { TRUST_SYSTEM_ONLY, TRUE },
+      { TRUST_SYSTEM_BESIDE_EXTRA, FALSE },
+      { TRUST_SYSTEM_BESIDE_EXTRA, TRUE },
+      { TRUST_NEITHER, FALSE },
+      { TRUST_NEITHER, TRUE },
+    };
+    static const char *const trust_names[] = { "system-store", "system-store-beside-extra-ca",
+                                               "neither-store" };
+
+    for (guint i = 0; i < G_N_ELEMENTS (trust_tests); i++)
+      {
+        const TrustTest *tt = &trust_tests[i];
+        g_autofree char *path = g_strdup_printf ("/safety/trust/%s/%s",
+                                                 tt->implicit_tls ? "implicit-tls" : "starttls",
+                                                 trust_names[tt->trust]);
+
+        g_test_add_data_func (path, tt, test_trust_store);
+      }
+  }
 
   add_envelope_cases (keep);
 

@@ -1029,8 +1029,9 @@ describe_tls (GTask          *task,
     }
 }
 
-/* The system store said no. Accept the certificate only if it is valid
- * for our host when anchored at the account's extra CA. */
+/* The connection checked the certificate against one trust store and
+ * said no (see session_new_tls()). Accept it only if the other store
+ * anchors it, valid for our host. */
 static gboolean
 on_accept_certificate_cb (GTlsConnection      *conn,
                           GTlsCertificate     *peer_cert,
@@ -1040,6 +1041,7 @@ on_accept_certificate_cb (GTlsConnection      *conn,
   Session          *s = user_data;
   OutboxSmtpClient *self = s->self;
   g_autoptr (GSocketConnectable) identity = NULL;
+  GTlsDatabase        *other;
   GTlsCertificateFlags flags;
 
   s->tls_errors = errors;
@@ -1047,9 +1049,16 @@ on_accept_certificate_cb (GTlsConnection      *conn,
   if (self->extra_ca == NULL || errors != G_TLS_CERTIFICATE_UNKNOWN_CA)
     return FALSE;
 
+  /* With an extra CA the connection used it; the system store is loaded
+   * only now, for a server that the extra CA does not anchor. */
+  other = g_tls_backend_get_default_database (g_tls_backend_get_default ());
+  if (other == NULL)
+    return FALSE;
+
   identity = g_network_address_new (self->host, self->port);
-  flags = g_tls_database_verify_chain (self->extra_ca, peer_cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
+  flags = g_tls_database_verify_chain (other, peer_cert, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
                                        identity, NULL, G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
+  g_object_unref (other);
   if (flags != 0)
     {
       s->tls_errors = flags;
@@ -1069,13 +1078,7 @@ on_socket_client_event_cb (GSocketClient      *client,
 {
   Session *s = user_data;
 
-  if (event == G_SOCKET_CLIENT_TLS_HANDSHAKING)
-    {
-      session_set_step (s, OUTBOX_SMTP_STEP_TLS);
-      g_signal_connect (connection, "accept-certificate", G_CALLBACK (on_accept_certificate_cb),
-                        s);
-    }
-  else if (event == G_SOCKET_CLIENT_CONNECTED)
+  if (event == G_SOCKET_CLIENT_CONNECTED)
     {
       GSocket *socket = g_socket_connection_get_socket (G_SOCKET_CONNECTION (connection));
       g_autoptr (GError) error = NULL;
@@ -1148,6 +1151,8 @@ session_use_stream (Session   *s,
   outbox_smtp_reply_parser_reset (s->parser);
 }
 
+static void session_start_tls (GTask *task);
+
 static void
 on_greeting_reply (GTask           *task,
                    OutboxSmtpReply *reply)
@@ -1201,10 +1206,6 @@ on_connected_cb (GObject      *source,
         ours = g_error_copy (error);
       else if (s->timed_out)
         ours = session_io_error (task, error);
-      else if (error->domain == G_TLS_ERROR || s->step == OUTBOX_SMTP_STEP_TLS)
-        ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
-                            _("Could not secure the connection to %s: %s"), self->host,
-                               error->message);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECT,
                             _("Could not connect to %s port %u: %s"), self->host, self->port,
@@ -1219,21 +1220,11 @@ on_connected_cb (GObject      *source,
 
   s->socket_conn = conn;
 
-  if (G_IS_TCP_WRAPPER_CONNECTION (conn))
+  if (self->security == OUTBOX_SMTP_SECURITY_TLS)
     {
-      GIOStream *base = g_tcp_wrapper_connection_get_base_io_stream (G_TCP_WRAPPER_CONNECTION (conn));
-
-      if (G_IS_TLS_CONNECTION (base))
-        {
-          s->tls_active = TRUE;
-          s->step = OUTBOX_SMTP_STEP_TLS;
-          if (!session_check_tls_version (task, G_TLS_CONNECTION (base)))
-            {
-              g_steal_pointer (&task);
-              return;
-            }
-          describe_tls (task, G_TLS_CONNECTION (base));
-        }
+      /* Implicit TLS: the handshake comes first, the greeting through it. */
+      session_start_tls (g_steal_pointer (&task));
+      return;
     }
 
   session_use_stream (s, G_IO_STREAM (conn));
@@ -1270,8 +1261,8 @@ session_connect (GTask *task)
   /* A server on this computer is never reached through a proxy. */
   if (outbox_smtp_host_is_loopback (self->host))
     g_socket_client_set_enable_proxy (s->socket_client, FALSE);
-  if (self->security == OUTBOX_SMTP_SECURITY_TLS)
-    g_socket_client_set_tls (s->socket_client, TRUE);
+  /* TLS (implicit or STARTTLS) is set up by session_start_tls(), not by
+   * the socket client, so that the trust store is ours to choose. */
   g_signal_connect (s->socket_client, "event", G_CALLBACK (on_socket_client_event_cb), s);
 
   cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_CONNECT, 0);
@@ -1380,22 +1371,76 @@ on_handshake_cb (GObject      *source,
   describe_tls (task, s->tls_conn);
   session_use_stream (s, G_IO_STREAM (s->tls_conn));
 
+  if (s->self->security == OUTBOX_SMTP_SECURITY_TLS)
+    {
+      session_set_step (s, OUTBOX_SMTP_STEP_GREETING);
+      session_read_reply (g_steal_pointer (&task), on_greeting_reply);
+      return;
+    }
+
   /* Forget everything learned before TLS and ask again. */
   g_clear_pointer (&s->caps, outbox_smtp_caps_free);
   send_hello (g_steal_pointer (&task));
+}
+
+/* A TLS client connection over the plain socket. With an extra CA, the
+ * connection is given a database of that CA at construction, so that
+ * the system store (whose parsing costs more than the rest of a small
+ * send) is loaded only for a server the extra CA does not anchor; see
+ * on_accept_certificate_cb(). */
+static GTlsConnection *
+session_new_tls (Session *s,
+                 GError **error)
+{
+  OutboxSmtpClient *self = s->self;
+  GTlsBackend      *backend = g_tls_backend_get_default ();
+  g_autoptr (GSocketConnectable) identity = g_network_address_new (self->host, self->port);
+
+  if (self->extra_ca == NULL)
+    return G_TLS_CONNECTION (g_tls_client_connection_new (G_IO_STREAM (s->socket_conn), identity,
+                                                          error));
+
+  return g_initable_new (g_tls_backend_get_client_connection_type (backend), NULL, error,
+                         "base-io-stream", s->socket_conn,
+                         "server-identity", identity,
+                         "database", self->extra_ca,
+                         NULL);
+}
+
+/* Starts the handshake over the plain connection: right after connecting
+ * (implicit TLS) or after the server's 220 to STARTTLS. */
+static void
+session_start_tls (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  GCancellable *cancellable;
+
+  session_set_step (s, OUTBOX_SMTP_STEP_TLS);
+
+  s->tls_conn = session_new_tls (s, &error);
+  if (s->tls_conn == NULL)
+    {
+      session_fail_with (task,
+                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
+                                      _("TLS is not available on this computer (is "
+                                        "glib-networking installed?): %s"),
+                                         error->message),
+                                      NULL, FALSE);
+      return;
+    }
+
+  g_signal_connect (s->tls_conn, "accept-certificate", G_CALLBACK (on_accept_certificate_cb), s);
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_TLS, 0);
+  g_tls_connection_handshake_async (s->tls_conn, G_PRIORITY_DEFAULT, cancellable,
+                                    on_handshake_cb, task);
 }
 
 static void
 on_starttls_reply (GTask           *task,
                    OutboxSmtpReply *reply)
 {
-  Session          *s = g_task_get_task_data (task);
-  OutboxSmtpClient *self = s->self;
-  g_autoptr (GSocketConnectable) identity = NULL;
-  g_autoptr (GError) error = NULL;
-  GIOStream    *tls;
-  GCancellable *cancellable;
-
   if (reply->code != 220)
     {
       session_fail_reply (task, OUTBOX_SMTP_ERROR_TLS_UNAVAILABLE, reply,
@@ -1409,27 +1454,7 @@ on_starttls_reply (GTask           *task,
   if (!session_check_injection (task))
     return;
 
-  session_set_step (s, OUTBOX_SMTP_STEP_TLS);
-
-  identity = g_network_address_new (self->host, self->port);
-  tls = g_tls_client_connection_new (G_IO_STREAM (s->socket_conn), identity, &error);
-  if (tls == NULL)
-    {
-      session_fail_with (task,
-                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
-                                      _("TLS is not available on this computer (is "
-                                        "glib-networking installed?): %s"),
-                                         error->message),
-                                      NULL, FALSE);
-      return;
-    }
-
-  s->tls_conn = G_TLS_CONNECTION (tls);
-  g_signal_connect (tls, "accept-certificate", G_CALLBACK (on_accept_certificate_cb), s);
-
-  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_TLS, 0);
-  g_tls_connection_handshake_async (s->tls_conn, G_PRIORITY_DEFAULT, cancellable,
-                                    on_handshake_cb, task);
+  session_start_tls (task);
 }
 
 static void
