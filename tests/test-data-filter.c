@@ -13,7 +13,7 @@ filter_all (const guint8 *data,
             gsize         chunk)
 {
   OutboxSmtpDataFilter filter;
-  GByteArray *out = g_byte_array_new ();
+  GByteArray          *out = g_byte_array_new ();
 
   outbox_smtp_data_filter_init (&filter);
   for (gsize off = 0; off < len; off += chunk)
@@ -29,9 +29,9 @@ static void
 assert_wire_safe (const GByteArray *out)
 {
   const guint8 *d = out->data;
-  gsize n = out->len;
-  gsize line_start = 0;
-  guint terminators = 0;
+  gsize         n = out->len;
+  gsize         line_start = 0;
+  guint         terminators = 0;
 
   g_assert_cmpuint (n, >=, 3);
   g_assert_cmpmem (d + n - 3, 3, ".\r\n", 3);
@@ -64,7 +64,7 @@ static char *
 unstuff (const GByteArray *out)
 {
   GString *str = g_string_new (NULL);
-  gsize n = out->len - 3; /* drop ".\r\n" */
+  gsize    n = out->len - 3; /* drop ".\r\n" */
   gboolean line_start = TRUE;
 
   for (gsize i = 0; i < n; i++)
@@ -133,7 +133,14 @@ static void
 test_smuggling_sequences (void)
 {
   static const char *sequences[] = {
-    "\n.\n", "\r.\r", "\r.\n", "\n.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\r\n.\r",
+    "\n.\n",
+    "\r.\r",
+    "\r.\n",
+    "\n.\r",
+    "\n.\r\n",
+    "\r\n.\n",
+    "\r.\r\n",
+    "\r\n.\r",
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (sequences); i++)
@@ -195,16 +202,54 @@ static void
 test_random (void)
 {
   static const guint8 alphabet[] = { 'a', '.', '\r', '\n', '\0', ' ' };
-  GRand *rand = g_rand_new_with_seed (20261122);
+  GRand              *rand = g_rand_new_with_seed (20261122);
 
   for (guint round = 0; round < 2000; round++)
     {
-      gsize len = g_rand_int_range (rand, 0, 64);
+      gsize              len = g_rand_int_range (rand, 0, 64);
       g_autofree guint8 *data = g_malloc (len + 1);
 
       for (gsize i = 0; i < len; i++)
         data[i] = alphabet[g_rand_int_range (rand, 0, G_N_ELEMENTS (alphabet))];
       check (data, len);
+    }
+
+  g_rand_free (rand);
+}
+
+/* Mostly plain text with the odd special byte, so that runs are longer
+ * than the eight bytes the filter looks at at once, and the special bytes
+ * fall at every position of such a word. */
+static void
+test_random_long_runs (void)
+{
+  static const guint8 specials[] = { '.', '\r', '\n', '\0', 0xff, 0x80 };
+  GRand              *rand = g_rand_new_with_seed (7);
+
+  for (guint round = 0; round < 3000; round++)
+    {
+      gsize              len = g_rand_int_range (rand, 0, 300);
+      g_autofree guint8 *data = g_malloc (len + 1);
+      g_autoptr (GByteArray) whole = NULL;
+
+      for (gsize i = 0; i < len; i++)
+        {
+          if (g_rand_int_range (rand, 0, 12) == 0)
+            data[i] = specials[g_rand_int_range (rand, 0, G_N_ELEMENTS (specials))];
+          else
+            data[i] = 'a' + g_rand_int_range (rand, 0, 26);
+        }
+      check (data, len);
+
+      /* Larger and uneven buffers too. */
+      whole = filter_all (data, len, MAX (len, 1));
+      for (guint k = 0; k < 4; k++)
+        {
+          gsize chunk = g_rand_int_range (rand, 8, 40);
+          g_autoptr (GByteArray) split = filter_all (data, len, chunk);
+
+          g_assert_cmpmem (split->data, split->len, whole->data, whole->len);
+        }
     }
 
   g_rand_free (rand);
@@ -221,6 +266,7 @@ main (int   argc,
   g_test_add_func ("/data-filter/exactly-one-end", test_exactly_one_end);
   g_test_add_func ("/data-filter/dot-stuffing", test_dot_stuffing);
   g_test_add_func ("/data-filter/random", test_random);
+  g_test_add_func ("/data-filter/random-long-runs", test_random_long_runs);
 
   return g_test_run ();
 }

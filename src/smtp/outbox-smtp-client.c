@@ -17,9 +17,13 @@
 
 /* How much of the message is read, filtered and written at once. */
 #define BODY_CHUNK (64 * 1024)
+#define BODY_READ  (128 * 1024)
 #define READ_CHUNK (16 * 1024)
 /* BDAT chunks: each waits for its reply, so make them large. */
 #define BDAT_CHUNK (1024 * 1024)
+/* Room in front of a chunk for "BDAT <size> LAST\r\n", so that the
+ * command and its chunk go out as one buffer without moving the chunk. */
+#define BDAT_HEADROOM 32
 /* QUIT after a failure or a success gets at most this long. */
 #define QUIT_TIMEOUT_MS 5000
 
@@ -386,6 +390,14 @@ step_timeout_seconds (Session *s)
   return MAX (1, (s->self->timeouts[s->step] + 999) / 1000);
 }
 
+/* QUIT, and closing, get the QUIT step's timeout, but never more than
+ * QUIT_TIMEOUT_MS: by then the outcome is known. */
+static guint
+quit_timeout (Session *s)
+{
+  return MIN (s->self->timeouts[OUTBOX_SMTP_STEP_QUIT], QUIT_TIMEOUT_MS);
+}
+
 /* Turns a failed I/O operation into our error. */
 static GError *
 session_io_error (GTask  *task,
@@ -514,7 +526,7 @@ session_finish (GTask *task)
 
   if (stream != NULL && !g_io_stream_is_closed (stream))
     {
-      GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+      GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, quit_timeout (s));
 
       /* The caller's cancellation must not stop the close itself. */
       if (s->cancel_handler != 0)
@@ -753,7 +765,7 @@ on_quit_written (GTask *task)
   if (session_parse_buffered (task))
     return;
 
-  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, quit_timeout (s));
   g_input_stream_read_async (s->in, s->read_chunk, READ_CHUNK, G_PRIORITY_DEFAULT, cancellable,
                              on_read_cb, task);
 }
@@ -780,7 +792,7 @@ session_quit (GTask *task)
 
   s->pending_write = g_bytes_new_static (quit, strlen (quit));
   s->on_written = on_quit_written;
-  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, QUIT_TIMEOUT_MS);
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, quit_timeout (s));
   g_output_stream_write_all_async (s->out, quit, strlen (quit), G_PRIORITY_DEFAULT, cancellable,
                                    on_written_cb, task);
 }
@@ -1767,6 +1779,71 @@ on_data_end_reply (GTask           *task,
   session_quit (task);
 }
 
+/* A reply before the end of the message: the server has not taken it.
+ * No QUIT: in the middle of the message it would be message text. */
+static void
+on_early_reply (GTask           *task,
+                OutboxSmtpReply *reply)
+{
+  if (reply->code >= 400)
+    session_fail_with (task,
+                       reply_error (OUTBOX_SMTP_ERROR_REJECTED, reply,
+                                    _("The server refused the message")),
+                       reply, FALSE);
+  else
+    session_fail_with (task,
+                       reply_error (OUTBOX_SMTP_ERROR_PROTOCOL, reply,
+                                    _("The server answered before the end of the message")),
+                       reply, FALSE);
+}
+
+/* Whether the server has answered, or hung up, while the message is still
+ * going out. Only the answer to the final dot can mean the message was
+ * taken: anything before it means it was not, and sending the dot after
+ * it would make a refusal look like an unknown outcome. If so, reads that
+ * answer and fails; takes the task then. */
+static gboolean
+session_answered_early (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GError) error = NULL;
+  gssize n;
+
+  if (s->rbuf->len == 0)
+    {
+      if (!G_IS_POLLABLE_INPUT_STREAM (s->in) ||
+          !g_pollable_input_stream_can_poll (G_POLLABLE_INPUT_STREAM (s->in)))
+        return FALSE;
+
+      /* Never blocks; TLS records without data are just consumed. */
+      n = g_pollable_input_stream_read_nonblocking (G_POLLABLE_INPUT_STREAM (s->in),
+                                                    s->read_chunk, READ_CHUNK, NULL, &error);
+      if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        return FALSE;
+
+      if (n < 0)
+        {
+          session_fail_with (task, session_io_error (task, error), NULL, FALSE);
+          return TRUE;
+        }
+
+      if (n == 0)
+        {
+          session_fail_with (task,
+                             g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
+                                          _("The server closed the connection while %s."),
+                                             outbox_smtp_step_describe (s->step)),
+                             NULL, FALSE);
+          return TRUE;
+        }
+
+      g_byte_array_append (s->rbuf, s->read_chunk, n);
+    }
+
+  session_read_reply (task, on_early_reply);
+  return TRUE;
+}
+
 static void
 on_body_written (GTask *task)
 {
@@ -1784,6 +1861,9 @@ on_body_written (GTask *task)
       session_read_reply (task, on_data_end_reply);
       return;
     }
+
+  if (session_answered_early (task))
+    return;
 
   read_body_chunk (task);
 }
@@ -1882,19 +1962,44 @@ on_bdat_written (GTask *task)
   session_read_reply (task, on_bdat_reply);
 }
 
+/* The buffer the filter fills: room for the largest output of one read
+ * (the filter may double it) on top of what is gathered before a write. */
+static GByteArray *
+new_body_buffer (Session *s)
+{
+  GByteArray *buf;
+
+  if (s->chunking)
+    {
+      buf = g_byte_array_sized_new (BDAT_HEADROOM +
+                                    body_buffer_size (s, BDAT_CHUNK + 2 * BODY_READ + 16));
+      g_byte_array_set_size (buf, BDAT_HEADROOM);
+    }
+  else
+    buf = g_byte_array_sized_new (body_buffer_size (s, BODY_CHUNK + 2 * BODY_READ + 16));
+
+  return buf;
+}
+
 /* One BDAT command with its chunk in one write; the last one says LAST
  * and, when pipelining, carries QUIT behind it. */
 static void
 send_bdat_chunk (GTask *task)
 {
-  Session         *s = g_task_get_task_data (task);
-  GByteArray      *chunk = g_steal_pointer (&s->body_out);
+  Session    *s = g_task_get_task_data (task);
+  GByteArray *chunk = g_steal_pointer (&s->body_out);
+  g_autoptr (GBytes) whole = NULL;
   g_autofree char *header = NULL;
+  gsize            header_len;
+  gsize            offset;
 
-  header = g_strdup_printf ("BDAT %u%s", chunk->len, s->body_eof ? " LAST" : "");
+  header = g_strdup_printf ("BDAT %u%s", chunk->len - BDAT_HEADROOM, s->body_eof ? " LAST" : "");
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, header);
-  g_byte_array_prepend (chunk, (const guint8 *) "\r\n", 2);
-  g_byte_array_prepend (chunk, (const guint8 *) header, strlen (header));
+  header_len = strlen (header);
+  g_assert (header_len + 2 <= BDAT_HEADROOM);
+  offset = BDAT_HEADROOM - header_len - 2;
+  memcpy (chunk->data + offset, header, header_len);
+  memcpy (chunk->data + offset + header_len, "\r\n", 2);
 
   if (s->body_eof && s->pipelining && s->deferred->len == 0 && next_job_index (s) < 0)
     {
@@ -1903,9 +2008,10 @@ send_bdat_chunk (GTask *task)
       transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
     }
 
-  s->body_out = g_byte_array_sized_new (body_buffer_size (s, BDAT_CHUNK + BODY_CHUNK + 64));
-  session_write_bytes (task, g_byte_array_free_to_bytes (chunk), OUTBOX_SMTP_STEP_BODY,
-                       on_bdat_written);
+  whole = g_byte_array_free_to_bytes (chunk);
+  s->body_out = new_body_buffer (s);
+  session_write_bytes (task, g_bytes_new_from_bytes (whole, offset, g_bytes_get_size (whole) - offset),
+                       OUTBOX_SMTP_STEP_BODY, on_bdat_written);
 }
 
 static void
@@ -1954,7 +2060,7 @@ on_body_read_cb (GObject      *source,
 
   if (s->chunking)
     {
-      if (s->body_out->len >= BDAT_CHUNK || s->body_eof)
+      if (s->body_out->len - BDAT_HEADROOM >= BDAT_CHUNK || s->body_eof)
         send_bdat_chunk (g_steal_pointer (&task));
       else
         read_body_chunk (g_steal_pointer (&task));
@@ -1966,7 +2072,7 @@ on_body_read_cb (GObject      *source,
     {
       GBytes *bytes = g_byte_array_free_to_bytes (g_steal_pointer (&s->body_out));
 
-      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BODY_CHUNK + BODY_CHUNK / 8));
+      s->body_out = new_body_buffer (s);
       session_write_bytes (g_steal_pointer (&task), bytes, OUTBOX_SMTP_STEP_BODY,
                            on_body_written);
       return;
@@ -2020,16 +2126,11 @@ start_body (GTask *task)
   session_set_step (s, OUTBOX_SMTP_STEP_BODY);
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Sending the message"));
   if (s->chunking)
-    {
-      outbox_smtp_data_filter_init_bdat (&s->filter);
-      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BDAT_CHUNK + BODY_CHUNK + 64));
-    }
+    outbox_smtp_data_filter_init_bdat (&s->filter);
   else
-    {
-      outbox_smtp_data_filter_init (&s->filter);
-      s->body_out = g_byte_array_sized_new (body_buffer_size (s, BODY_CHUNK + BODY_CHUNK / 8));
-    }
-  s->body_in_size = body_buffer_size (s, BODY_CHUNK);
+    outbox_smtp_data_filter_init (&s->filter);
+  s->body_out = new_body_buffer (s);
+  s->body_in_size = body_buffer_size (s, BODY_READ);
   s->body_in = g_malloc (s->body_in_size);
   read_body_chunk (task);
 }

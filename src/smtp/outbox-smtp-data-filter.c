@@ -3,6 +3,8 @@
 
 #include "config.h"
 
+#include <string.h>
+
 #include "outbox-smtp-data-filter.h"
 
 static const guint8 crlf[] = { '\r', '\n' };
@@ -31,61 +33,106 @@ end_line (OutboxSmtpDataFilter *filter,
   filter->at_line_start = TRUE;
 }
 
+#define ONES  G_GUINT64_CONSTANT (0x0101010101010101)
+#define HIGHS G_GUINT64_CONSTANT (0x8080808080808080)
+
+/* Whether any byte of @w is zero (the classic bit trick: exact for the
+ * question "any?"). */
+static inline guint64
+has_zero_byte (guint64 w)
+{
+  return (w - ONES) & ~w & HIGHS;
+}
+
+/* The first CR, LF or NUL in [@p, @end), or @end: eight bytes at a time,
+ * since almost every byte of a message is none of them. */
+static inline const guint8 *
+find_special (const guint8 *p,
+              const guint8 *end)
+{
+  while (end - p >= 8)
+    {
+      guint64 w;
+
+      memcpy (&w, p, 8);
+      if (has_zero_byte (w) | has_zero_byte (w ^ (ONES * '\r')) |
+          has_zero_byte (w ^ (ONES * '\n')))
+        break;
+      p += 8;
+    }
+
+  while (p < end && *p != '\r' && *p != '\n' && *p != '\0')
+    p++;
+
+  return p;
+}
+
 void
 outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
                                  const guint8         *data,
                                  gsize                 len,
                                  GByteArray           *out)
 {
-  gsize    run_start = 0;
-  gboolean in_run = FALSE;
+  const guint8 *p = data;
+  const guint8 *end = data + len;
+  guint         start_len = out->len;
+  guint8       *o;
 
   filter->bytes_in += len;
 
-  for (gsize i = 0; i < len; i++)
+  /* At most two bytes out for each byte in (a line ending becomes CRLF,
+   * a "." at the start of a line "..") and two more for a CR pending
+   * from the last call. Write in place, then trim. */
+  g_byte_array_set_size (out, start_len + 2 * len + 2);
+  o = out->data + start_len;
+
+  while (p < end)
     {
-      guint8 c = data[i];
+      const guint8 *special;
 
       if (filter->pending_cr)
         {
           /* A CR ends the line whatever follows; a LF right after it
            * belongs to the same line ending. */
           filter->pending_cr = FALSE;
-          end_line (filter, out);
-          if (c == '\n')
-            continue;
+          *o++ = '\r';
+          *o++ = '\n';
+          filter->at_line_start = TRUE;
+          if (*p == '\n')
+            {
+              p++;
+              continue;
+            }
         }
 
-      if (c != '\r' && c != '\n' && c != '\0')
+      special = find_special (p, end);
+      if (special > p)
         {
           /* Plain bytes are copied in runs; a line starting with "." gets
            * one more. */
-          if (filter->at_line_start && c == '.' && filter->dot_stuffing)
-            g_byte_array_append (out, (const guint8 *) ".", 1);
+          if (filter->at_line_start && *p == '.' && filter->dot_stuffing)
+            *o++ = '.';
           filter->at_line_start = FALSE;
-          if (!in_run)
-            {
-              run_start = i;
-              in_run = TRUE;
-            }
-          continue;
+          memcpy (o, p, special - p);
+          o += special - p;
+          p = special;
+          if (p == end)
+            break;
         }
 
-      if (in_run)
-        {
-          g_byte_array_append (out, data + run_start, i - run_start);
-          in_run = FALSE;
-        }
-
-      if (c == '\r')
+      if (*p == '\r')
         filter->pending_cr = TRUE;
-      else if (c == '\n')
-        end_line (filter, out);
+      else if (*p == '\n')
+        {
+          *o++ = '\r';
+          *o++ = '\n';
+          filter->at_line_start = TRUE;
+        }
       /* NUL bytes are dropped. */
+      p++;
     }
 
-  if (in_run)
-    g_byte_array_append (out, data + run_start, len - run_start);
+  g_byte_array_set_size (out, o - out->data);
 }
 
 void
