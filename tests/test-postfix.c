@@ -444,6 +444,38 @@ test_check_connection (void)
   result_clear (&r);
 }
 
+/* An account set to one sign-in method uses that one, whatever else the
+ * server offers (Postfix here offers all four). */
+static void
+test_forced_mechanism (gconstpointer data)
+{
+  const char *mechanism = data;
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *transcript = NULL;
+  g_autofree char *expected = NULL;
+  Result           r = { 0 };
+
+  client = make_client (outbox_test_postfix_get_submission_port (postfix),
+                        OUTBOX_SMTP_SECURITY_STARTTLS, outbox_test_postfix_get_password (postfix));
+  g_assert_true (outbox_smtp_client_set_auth_mechanism (client, mechanism, &error));
+  g_assert_no_error (error);
+  outbox_smtp_client_check_async (client, NULL, on_checked, &r);
+  wait_for (&r);
+
+  g_assert_no_error (r.error);
+  g_assert_true (r.ok);
+  transcript = outbox_smtp_client_get_transcript (client);
+  expected = g_ascii_strup (mechanism, -1);
+  g_assert_nonnull (strstr (transcript, "S: 235 2.7.0 Authentication successful"));
+  g_assert_nonnull (strstr (transcript, expected));
+  /* Exactly one AUTH, with that mechanism. */
+  g_assert_nonnull (strstr (strstr (transcript, "C: AUTH "), expected));
+  g_assert_null (strstr (strstr (transcript, "C: AUTH ") + 1, "C: AUTH "));
+  g_assert_null (strstr (transcript, outbox_test_postfix_get_password (postfix)));
+  result_clear (&r);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -468,6 +500,10 @@ main (int   argc,
   g_test_add_func ("/postfix/deliver-bdat-chunks", test_deliver_bdat_chunks);
   g_test_add_func ("/postfix/partial-rejection", test_partial_rejection);
   g_test_add_func ("/postfix/batch", test_batch);
+  g_test_add_data_func ("/postfix/auth/plain", "plain", test_forced_mechanism);
+  g_test_add_data_func ("/postfix/auth/login", "LOGIN", test_forced_mechanism);
+  g_test_add_data_func ("/postfix/auth/scram-sha-1", "scram-sha-1", test_forced_mechanism);
+  g_test_add_data_func ("/postfix/auth/scram-sha-256", "SCRAM-SHA-256", test_forced_mechanism);
 
   ret = g_test_run ();
 

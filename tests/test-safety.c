@@ -918,6 +918,51 @@ test_certificate (gconstpointer data)
   outbox_test_outcome_clear (&o);
 }
 
+/* An account set to one sign-in method ---------------------------------------- */
+
+/* The method is not offered: nothing else is tried, the error names it. */
+static void
+test_auth_mechanism_not_offered (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GError) error = NULL;
+  OutboxTestOutcome o;
+
+  script_starttls (srv, "250-test.example\r\n250 AUTH PLAIN LOGIN\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  g_assert_true (outbox_smtp_client_set_auth_mechanism (client, "scram-sha-256", &error));
+  g_assert_no_error (error);
+  run_send_text (client, MESSAGE, &o);
+  wait_server (srv);
+  assert_no_failure (srv);
+
+  g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE);
+  g_assert_nonnull (strstr (o.error->message, "SCRAM-SHA-256"));
+  g_assert_cmpint (get_failure (client)->step, ==, OUTBOX_SMTP_STEP_AUTH);
+  g_assert_false (lines_contain (srv, "AUTH"));
+  assert_no_body (srv);
+  outbox_test_outcome_clear (&o);
+}
+
+/* A name Outbox does not know is refused when set, shown harmlessly. */
+static void
+test_auth_mechanism_unknown (void)
+{
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GError) error = NULL;
+
+  client = outbox_smtp_client_new ("127.0.0.1", 25, OUTBOX_SMTP_SECURITY_STARTTLS);
+  g_assert_false (outbox_smtp_client_set_auth_mechanism (client, "CRAM-MD5\r\nQUIT", &error));
+  g_assert_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT);
+  g_assert_nonnull (strstr (error->message, "CRAM-MD5"));
+  g_assert_null (strchr (error->message, '\r'));
+  g_assert_null (strchr (error->message, '\n'));
+}
+
 /* Which trust store anchors the server ---------------------------------------- */
 
 typedef enum
@@ -1881,6 +1926,8 @@ main (int   argc,
     }
 
   g_test_add_func ("/safety/tls/older-than-1.2-refused", test_tls_too_old);
+  g_test_add_func ("/safety/auth/mechanism-not-offered", test_auth_mechanism_not_offered);
+  g_test_add_func ("/safety/auth/mechanism-unknown", test_auth_mechanism_unknown);
   {
     static const TrustTest trust_tests[] = {
       { TRUST_SYSTEM_ONLY, FALSE },

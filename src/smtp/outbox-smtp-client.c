@@ -38,6 +38,7 @@ struct _OutboxSmtpClient
   char              *password;
   GTlsDatabase      *extra_ca;
   char              *helo_name;
+  const char        *auth_mechanism; /* NULL: the strongest offered */
   guint              timeouts[OUTBOX_SMTP_N_STEPS];
   OutboxSmtpDsn     *dsn;
   gboolean           has_8bit;
@@ -1586,6 +1587,16 @@ on_auth_reply (GTask           *task,
                       _("The server did not accept the sign-in"));
 }
 
+/* The mechanisms Outbox knows, strongest first. */
+static const char *const auth_mechanisms[] = { "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN" };
+
+static gboolean
+auth_mechanism_wanted (OutboxSmtpClient *self,
+                       const char       *mechanism)
+{
+  return self->auth_mechanism == NULL || strcmp (self->auth_mechanism, mechanism) == 0;
+}
+
 static void
 start_auth (GTask *task)
 {
@@ -1614,6 +1625,18 @@ start_auth (GTask *task)
       return;
     }
 
+  if (self->auth_mechanism != NULL &&
+      !outbox_smtp_caps_has_auth_mechanism (s->caps, self->auth_mechanism))
+    {
+      session_fail_with (task,
+                         g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_UNAVAILABLE,
+                                      _("%s does not offer the sign-in method that was asked "
+                                        "for, %s."),
+                                         self->host, self->auth_mechanism),
+                                      NULL, TRUE);
+      return;
+    }
+
   /* The strongest mechanism both sides know: SCRAM never sends the
    * password at all, and proves the server knows it too. */
   for (guint i = 0; i < 2; i++)
@@ -1623,7 +1646,8 @@ start_auth (GTask *task)
       g_autofree char *line = NULL;
       g_autofree char *shown = NULL;
 
-      if (!outbox_smtp_caps_has_auth_mechanism (s->caps, mechanism))
+      if (!auth_mechanism_wanted (self, mechanism) ||
+          !outbox_smtp_caps_has_auth_mechanism (s->caps, mechanism))
         continue;
 
       s->scram = outbox_smtp_scram_new (i == 0 ? G_CHECKSUM_SHA256 : G_CHECKSUM_SHA1,
@@ -1643,7 +1667,8 @@ start_auth (GTask *task)
       return;
     }
 
-  if (outbox_smtp_caps_has_auth_mechanism (s->caps, "PLAIN"))
+  if (auth_mechanism_wanted (self, "PLAIN") &&
+      outbox_smtp_caps_has_auth_mechanism (s->caps, "PLAIN"))
     {
       g_autofree char *response = outbox_smtp_auth_plain_response (self->username, self->password,
                                                                    &error);
@@ -1663,7 +1688,8 @@ start_auth (GTask *task)
       return;
     }
 
-  if (outbox_smtp_caps_has_auth_mechanism (s->caps, "LOGIN"))
+  if (auth_mechanism_wanted (self, "LOGIN") &&
+      outbox_smtp_caps_has_auth_mechanism (s->caps, "LOGIN"))
     {
       s->auth_mechanism = "LOGIN";
       s->auth_stage = 0;
@@ -1789,12 +1815,12 @@ on_early_reply (GTask           *task,
     session_fail_with (task,
                        reply_error (OUTBOX_SMTP_ERROR_REJECTED, reply,
                                     _("The server refused the message")),
-                       reply, FALSE);
+                                    reply, FALSE);
   else
     session_fail_with (task,
                        reply_error (OUTBOX_SMTP_ERROR_PROTOCOL, reply,
                                     _("The server answered before the end of the message")),
-                       reply, FALSE);
+                                    reply, FALSE);
 }
 
 /* Whether the server has answered, or hung up, while the message is still
@@ -1833,7 +1859,7 @@ session_answered_early (GTask *task)
                              g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_CONNECTION_LOST,
                                           _("The server closed the connection while %s."),
                                              outbox_smtp_step_describe (s->step)),
-                             NULL, FALSE);
+                                          NULL, FALSE);
           return TRUE;
         }
 
@@ -3073,6 +3099,40 @@ outbox_smtp_client_set_ca_file (OutboxSmtpClient *self,
 
   self->extra_ca = db;
   return TRUE;
+}
+
+gboolean
+outbox_smtp_client_set_auth_mechanism (OutboxSmtpClient *self,
+                                       const char       *mechanism,
+                                       GError          **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (mechanism == NULL || *mechanism == '\0')
+    {
+      self->auth_mechanism = NULL;
+      return TRUE;
+    }
+
+  for (guint i = 0; i < G_N_ELEMENTS (auth_mechanisms); i++)
+    {
+      if (g_ascii_strcasecmp (mechanism, auth_mechanisms[i]) == 0)
+        {
+          self->auth_mechanism = auth_mechanisms[i];
+          return TRUE;
+        }
+    }
+
+  {
+    g_autofree char *visible = outbox_smtp_make_visible (mechanism, -1);
+
+    g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT,
+                 _("“%s” is not a sign-in method Outbox knows (it knows SCRAM-SHA-256, "
+                   "SCRAM-SHA-1, PLAIN and LOGIN)."),
+                    visible);
+  }
+  return FALSE;
 }
 
 void

@@ -49,6 +49,12 @@ gboolean          outbox_smtp_client_set_ca_file      (OutboxSmtpClient    *self
                                                        GError             **error);
 void              outbox_smtp_client_set_helo_name    (OutboxSmtpClient    *self,
                                                        const char          *name);
+/* Signs in only with @mechanism (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN or
+ * LOGIN, any case), failing if the server does not offer it; NULL or ""
+ * picks the strongest both sides support (the default). */
+gboolean          outbox_smtp_client_set_auth_mechanism (OutboxSmtpClient  *self,
+                                                       const char          *mechanism,
+                                                       GError             **error);
 /* Timeout of one step in milliseconds; 0 restores the default. */
 void              outbox_smtp_client_set_timeout      (OutboxSmtpClient    *self,
                                                        OutboxSmtpStep       step,
