@@ -15,6 +15,10 @@
 #define USER     "alice@example.org"
 #define PASSWORD "correct horse battery staple"
 #define MESSAGE  "From: Alice <alice@example.org>\nTo: bob@example.org\nSubject: Hi\n\nHello Bob.\n.hidden dot line\n"
+/* MESSAGE as the server reads it: CRLF-normalised, dot-stuffed, ending in
+ * one CRLF.CRLF. */
+#define MESSAGE_ON_WIRE "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n" \
+                        "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n"
 
 static OutboxTestCa *test_ca;
 static char         *test_dir;
@@ -166,8 +170,6 @@ test_starttls_plain (void)
   g_autoptr (GPtrArray) lines = NULL;
   g_autofree guchar *decoded = NULL;
   const char        *auth_line;
-  const char        *expected = "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
-                                "\r\nHello Bob.\r\n..hidden dot line\r\n.\r\n";
   gsize              len;
   OutboxTestOutcome  o;
 
@@ -186,8 +188,8 @@ test_starttls_plain (void)
 
   /* The body arrives CRLF-normalised, dot-stuffed, ending in one CRLF.CRLF. */
   data = outbox_test_smtp_server_get_data (srv);
-  g_assert_cmpmem (g_bytes_get_data (data, NULL), g_bytes_get_size (data), expected,
-                   strlen (expected));
+  g_assert_cmpmem (g_bytes_get_data (data, NULL), g_bytes_get_size (data), MESSAGE_ON_WIRE,
+                   strlen (MESSAGE_ON_WIRE));
 
   /* SIZE learned before TLS is forgotten after it. */
   lines = outbox_test_smtp_server_get_lines (srv);
@@ -823,12 +825,14 @@ typedef enum
   STAGE_MAIL,
   STAGE_RCPT,
   STAGE_DATA,
+  STAGE_BODY, /* the client is still uploading the message */
   STAGE_DOT,
+  STAGE_QUIT, /* the message was taken: a 250 to the final dot */
   N_STAGES
 } Stage;
 
 static const char *stage_names[] = { "greeting", "ehlo", "starttls", "ehlo-tls", "auth",
-                                     "mail", "rcpt", "data", "dot" };
+                                     "mail", "rcpt", "data", "body", "dot", "quit" };
 
 typedef enum
 {
@@ -852,14 +856,46 @@ typedef struct
   Fault fault;
 } FaultCase;
 
+/* The body stage sends a message far larger than what the loopback
+ * socket buffers of both sides can hold, so that the client is still
+ * uploading when the server, having read only BODY_READ_BYTES of it,
+ * faults. */
+#define BIG_MESSAGE_SIZE (16 * 1024 * 1024)
+#define BODY_READ_BYTES  (64 * 1024)
+/* How long the server stops reading in the body stall: well beyond the
+ * client's 300 ms timeout for that step. */
+#define BODY_STALL_MS 1000
+
+static char *big_message_text;
+
+static const char *
+big_message (void)
+{
+  if (big_message_text == NULL)
+    {
+      GString *message = g_string_sized_new (BIG_MESSAGE_SIZE + 128);
+
+      g_string_append (message, "From: Alice <alice@example.org>\nTo: bob@example.org\n"
+                                "Subject: Big\n\n");
+      for (guint i = 0; message->len < BIG_MESSAGE_SIZE; i++)
+        g_string_append_printf (message, "%08u The quick brown fox jumps over the lazy dog, "
+                                         "again and again.\n",
+                                i);
+      big_message_text = g_string_free (message, FALSE);
+    }
+
+  return big_message_text;
+}
+
 /* Plays a normal session up to @stage, where the client's command has
- * been read and the server is about to reply. */
+ * been read and the server is about to reply; at STAGE_BODY the server
+ * has read only the start of the message, at STAGE_DOT all of it. */
 static void
 script_until (OutboxTestSmtpServer *srv,
               Stage                 stage)
 {
   static const char *commands[] = { NULL, "EHLO *", "STARTTLS", "EHLO *", "AUTH PLAIN *",
-                                    "MAIL FROM:*", "RCPT TO:*", "DATA", NULL };
+                                    "MAIL FROM:*", "RCPT TO:*", "DATA", NULL, NULL, "QUIT" };
   static const char *replies[] = { "220 test.example ESMTP\r\n",
                                    "250-test.example\r\n250 STARTTLS\r\n",
                                    "220 go ahead\r\n",
@@ -868,21 +904,200 @@ script_until (OutboxTestSmtpServer *srv,
                                    "250 2.1.0 ok\r\n",
                                    "250 2.1.5 ok\r\n",
                                    "354 go ahead\r\n",
+                                   NULL, /* the body has no reply of its own */
+                                   "250 2.0.0 Ok: queued as 12345\r\n",
                                    NULL };
+
+  G_STATIC_ASSERT (G_N_ELEMENTS (commands) == N_STAGES);
+  G_STATIC_ASSERT (G_N_ELEMENTS (replies) == N_STAGES);
 
   for (Stage s = STAGE_GREETING; s < stage; s++)
     {
-      if (commands[s] != NULL)
+      if (s == STAGE_DOT)
+        outbox_test_smtp_server_read_data (srv);
+      else if (commands[s] != NULL)
         outbox_test_smtp_server_expect (srv, commands[s]);
-      outbox_test_smtp_server_send (srv, replies[s]);
+      if (replies[s] != NULL)
+        outbox_test_smtp_server_send (srv, replies[s]);
       if (s == STAGE_STARTTLS)
         outbox_test_smtp_server_starttls (srv);
     }
 
-  if (stage == STAGE_DOT)
+  if (stage == STAGE_BODY)
+    outbox_test_smtp_server_read_bytes (srv, BODY_READ_BYTES);
+  else if (stage == STAGE_DOT)
     outbox_test_smtp_server_read_data (srv);
   else if (commands[stage] != NULL)
     outbox_test_smtp_server_expect (srv, commands[stage]);
+}
+
+/* What the server says for a fault that is an answer, NULL for the others. */
+static GBytes *
+fault_answer (Fault fault)
+{
+  const char *text;
+  GString    *answer;
+
+  switch (fault)
+    {
+    case FAULT_4XX:
+      text = "451 4.3.0 Local problem, try later\r\n";
+      return g_bytes_new_static (text, strlen (text));
+    case FAULT_5XX:
+      /* (A 554 to EHLO is a refusal, not "command unknown": no HELO.) */
+      text = "554 5.7.1 Not today\r\n";
+      return g_bytes_new_static (text, strlen (text));
+    case FAULT_421:
+      text = "421 4.3.2 Shutting down, try later\r\n";
+      return g_bytes_new_static (text, strlen (text));
+    case FAULT_GARBAGE:
+      text = "HTTP/1.1 400 Bad Request\r\n\r\n";
+      return g_bytes_new_static (text, strlen (text));
+
+    case FAULT_LONG_LINE:
+      answer = g_string_new ("250 ");
+      while (answer->len < 64 * 1024)
+        g_string_append_c (answer, 'x');
+      g_string_append (answer, "\r\n");
+      return g_string_free_to_bytes (answer);
+
+    case FAULT_MANY_LINES:
+      answer = g_string_sized_new (10 * 1000000);
+      for (guint i = 0; i < 1000000; i++)
+        g_string_append (answer, "250-more\r\n");
+      g_string_append (answer, "250 end\r\n");
+      return g_string_free_to_bytes (answer);
+
+    case FAULT_CLOSE:
+    case FAULT_STALL:
+      return NULL;
+
+    case N_FAULTS:
+    default:
+      g_assert_not_reached ();
+    }
+}
+
+/* The server faults while the client is still uploading: an answer comes
+ * while the server goes on reading (and throwing away) the rest, so that
+ * the client is never stuck behind a full socket; a stall stops reading
+ * altogether. */
+static void
+script_body_fault (OutboxTestSmtpServer *srv,
+                   Fault                 fault,
+                   GBytes               *answer)
+{
+  switch (fault)
+    {
+    case FAULT_CLOSE:
+      outbox_test_smtp_server_close (srv);
+      break;
+
+    case FAULT_STALL:
+      {
+        g_autoptr (GBytes) nothing = g_bytes_new_static ("", 0);
+
+        outbox_test_smtp_server_sleep (srv, BODY_STALL_MS);
+        /* Then let the client's close through. */
+        outbox_test_smtp_server_send_draining (srv, nothing);
+      }
+      break;
+
+    case FAULT_421:
+      /* The server says it is going away, and does. */
+      outbox_test_smtp_server_send_bytes (srv, answer);
+      outbox_test_smtp_server_close (srv);
+      break;
+
+    case FAULT_4XX:
+    case FAULT_5XX:
+    case FAULT_GARBAGE:
+    case FAULT_LONG_LINE:
+    case FAULT_MANY_LINES:
+      outbox_test_smtp_server_send_draining (srv, answer);
+      break;
+
+    case N_FAULTS:
+    default:
+      g_assert_not_reached ();
+    }
+}
+
+static gboolean
+outcome_has_step (const OutboxTestOutcome *o,
+                  OutboxSmtpStep           step)
+{
+  for (guint i = 0; i < o->steps->len; i++)
+    if (g_array_index (o->steps, guint, i) == step)
+      return TRUE;
+
+  return FALSE;
+}
+
+/* How many times the client's transcript shows it sending @line. */
+static guint
+client_sent_count (const OutboxTestOutcome *o,
+                   const char              *line)
+{
+  g_autofree char *entry = g_strdup_printf ("%u %s", OUTBOX_SMTP_TRANSCRIPT_CLIENT, line);
+  g_auto (GStrv) entries = g_strsplit (o->transcript->str, "\n", -1);
+  guint count = 0;
+
+  for (guint i = 0; entries[i] != NULL; i++)
+    if (g_str_equal (entries[i], entry))
+      count++;
+
+  return count;
+}
+
+/* After a 250 to the final dot, nothing QUIT meets can undo the sending,
+ * nor hold the session up for long. */
+static void
+assert_sent_despite_quit_fault (OutboxTestSmtpServer *srv,
+                                OutboxSmtpClient     *client,
+                                OutboxTestOutcome    *o,
+                                double                elapsed)
+{
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GPtrArray) lines = NULL;
+  g_autofree char *queued_entry = g_strdup_printf ("\n%u 250 2.0.0 Ok: queued as 12345\n",
+                                                   OUTBOX_SMTP_TRANSCRIPT_SERVER);
+  g_autofree char *quit_entry = g_strdup_printf ("\n%u QUIT\n", OUTBOX_SMTP_TRANSCRIPT_CLIENT);
+  const char      *queued;
+  guint            n_quit = 0;
+
+  g_assert_no_error (o->error);
+  g_assert_true (o->ok);
+  g_assert_null (outbox_smtp_client_get_failure (client));
+  g_assert_nonnull (o->final_reply);
+  g_assert_cmpuint (o->final_reply->code, ==, 250);
+  g_assert_cmpstr (o->final_reply->lines[0], ==, "2.0.0 Ok: queued as 12345");
+  g_assert_cmpuint (o->rejected->len, ==, 0);
+
+  /* The server got the message once, whole. */
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 1);
+  data = outbox_test_smtp_server_get_data (srv);
+  g_assert_cmpmem (g_bytes_get_data (data, NULL), g_bytes_get_size (data), MESSAGE_ON_WIRE,
+                   strlen (MESSAGE_ON_WIRE));
+
+  /* One QUIT, after the 250 (no PIPELINING: nothing rode on the dot). */
+  lines = outbox_test_smtp_server_get_lines (srv);
+  for (guint i = 0; i < lines->len; i++)
+    if (g_str_equal (g_ptr_array_index (lines, i), "QUIT"))
+      n_quit++;
+  g_assert_cmpuint (n_quit, ==, 1);
+  g_assert_cmpuint (client_sent_count (o, "QUIT"), ==, 1);
+  queued = strstr (o->transcript->str, queued_entry);
+  g_assert_nonnull (queued);
+  g_assert_nonnull (strstr (queued, quit_entry));
+  g_assert_cmpuint (g_array_index (o->steps, guint, o->steps->len - 2), ==,
+                    OUTBOX_SMTP_STEP_QUIT);
+  g_assert_cmpuint (g_array_index (o->steps, guint, o->steps->len - 1), ==,
+                    OUTBOX_SMTP_STEP_DONE);
+
+  /* Well within QUIT_TIMEOUT_MS (5 s): the stall is bounded by the QUIT
+   * step's own 300 ms, nothing else waits at all. */
+  g_assert_cmpfloat (elapsed, <, 2.0);
 }
 
 static void
@@ -891,6 +1106,8 @@ test_fault (gconstpointer data)
   const FaultCase *fc = data;
   g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
   g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GBytes) answer = fault_answer (fc->fault);
+  g_autoptr (GTimer) timer = g_timer_new ();
   const OutboxSmtpFailure    *failure;
   static const OutboxSmtpStep failed_steps[] = {
     OUTBOX_SMTP_STEP_GREETING,
@@ -901,76 +1118,60 @@ test_fault (gconstpointer data)
     OUTBOX_SMTP_STEP_MAIL,
     OUTBOX_SMTP_STEP_RCPT,
     OUTBOX_SMTP_STEP_DATA,
+    OUTBOX_SMTP_STEP_BODY,
     OUTBOX_SMTP_STEP_DATA_END,
+    OUTBOX_SMTP_STEP_QUIT,
   };
+  double            elapsed;
   OutboxTestOutcome o;
+
+  G_STATIC_ASSERT (G_N_ELEMENTS (failed_steps) == N_STAGES);
 
   script_until (srv, fc->stage);
 
-  switch (fc->fault)
-    {
-    case FAULT_4XX:
-    case FAULT_5XX:
+  if (fc->stage == STAGE_BODY)
+    script_body_fault (srv, fc->fault, answer);
+  else
+    switch (fc->fault)
       {
-        const char *reply = fc->fault == FAULT_4XX ? "451 4.3.0 Local problem, try later\r\n"
-                                                   : "554 5.7.1 Not today\r\n";
+      case FAULT_4XX:
+      case FAULT_5XX:
+        outbox_test_smtp_server_send_bytes (srv, answer);
+        /* Refused, the client says goodbye; refusing QUIT is the end. */
+        if (fc->stage == STAGE_QUIT)
+          outbox_test_smtp_server_expect_close (srv);
+        else
+          script_quit (srv);
+        break;
 
-        /* (A 554 to EHLO is a refusal, not "command unknown": no HELO.) */
-        outbox_test_smtp_server_send (srv, reply);
-        script_quit (srv);
-      }
-      break;
+      case FAULT_CLOSE:
+        outbox_test_smtp_server_close (srv);
+        break;
 
-    case FAULT_CLOSE:
-      outbox_test_smtp_server_close (srv);
-      break;
+      case FAULT_STALL:
+        outbox_test_smtp_server_stall (srv);
+        break;
 
-    case FAULT_STALL:
-      outbox_test_smtp_server_stall (srv);
-      break;
+      case FAULT_421:
+        outbox_test_smtp_server_send_bytes (srv, answer);
+        /* The server hangs up; the client must not wait for it. */
+        outbox_test_smtp_server_close (srv);
+        break;
 
-    case FAULT_421:
-      outbox_test_smtp_server_send (srv, "421 4.3.2 Shutting down, try later\r\n");
-      /* The server hangs up; the client must not wait for it. */
-      outbox_test_smtp_server_close (srv);
-      break;
-
-    case FAULT_GARBAGE:
-      outbox_test_smtp_server_send (srv, "HTTP/1.1 400 Bad Request\r\n\r\n");
-      outbox_test_smtp_server_expect_close (srv);
-      break;
-
-    case FAULT_LONG_LINE:
-      {
-        GString *line = g_string_new ("250 ");
-        g_autoptr (GBytes) bytes = NULL;
-
-        while (line->len < 64 * 1024)
-          g_string_append_c (line, 'x');
-        g_string_append (line, "\r\n");
-        bytes = g_string_free_to_bytes (line);
-        outbox_test_smtp_server_send_bytes (srv, bytes);
+      case FAULT_GARBAGE:
+      case FAULT_LONG_LINE:
+        outbox_test_smtp_server_send_bytes (srv, answer);
         outbox_test_smtp_server_expect_close (srv);
+        break;
+
+      case FAULT_MANY_LINES:
+        outbox_test_smtp_server_send_bytes (srv, answer);
+        break;
+
+      case N_FAULTS:
+      default:
+        g_assert_not_reached ();
       }
-      break;
-
-    case FAULT_MANY_LINES:
-      {
-        GString *lines = g_string_sized_new (10 * 1000000);
-        g_autoptr (GBytes) bytes = NULL;
-
-        for (guint i = 0; i < 1000000; i++)
-          g_string_append (lines, "250-more\r\n");
-        g_string_append (lines, "250 end\r\n");
-        bytes = g_string_free_to_bytes (lines);
-        outbox_test_smtp_server_send_bytes (srv, bytes);
-      }
-      break;
-
-    case N_FAULTS:
-    default:
-      g_assert_not_reached ();
-    }
 
   outbox_test_smtp_server_start (srv);
 
@@ -979,10 +1180,20 @@ test_fault (gconstpointer data)
    * sanitizer build) must not time out elsewhere. */
   if (fc->fault == FAULT_STALL)
     outbox_smtp_client_set_timeout (client, failed_steps[fc->stage], 300);
-  run_client (client, bob, MESSAGE, NULL, FALSE, &o);
+  g_timer_start (timer);
+  run_client (client, bob, fc->stage == STAGE_BODY ? big_message () : MESSAGE, NULL, FALSE, &o);
+  elapsed = g_timer_elapsed (timer, NULL);
   g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
-  if (fc->fault != FAULT_STALL && fc->fault != FAULT_MANY_LINES)
+  if (fc->stage == STAGE_BODY || fc->stage == STAGE_QUIT ||
+      (fc->fault != FAULT_STALL && fc->fault != FAULT_MANY_LINES))
     assert_no_failure (srv);
+
+  if (fc->stage == STAGE_QUIT)
+    {
+      assert_sent_despite_quit_fault (srv, client, &o, elapsed);
+      outbox_test_outcome_clear (&o);
+      return;
+    }
 
   g_assert_false (o.ok);
   g_assert_nonnull (o.error);
@@ -1038,8 +1249,10 @@ test_fault (gconstpointer data)
         g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_AUTH_FAILED);
       else
         g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_REJECTED);
+      g_assert_nonnull (strstr (o.error->message, "Shutting down, try later"));
       /* 421 means the server is going away: no QUIT. */
       g_assert_false (lines_contain (srv, "QUIT"));
+      g_assert_cmpuint (client_sent_count (&o, "QUIT"), ==, 0);
       break;
 
     case FAULT_GARBAGE:
@@ -1061,6 +1274,23 @@ test_fault (gconstpointer data)
   /* Whatever happened, no message body went out before its time. */
   if (fc->stage < STAGE_DOT)
     g_assert_null (outbox_test_smtp_server_get_data (srv));
+
+  if (fc->stage == STAGE_BODY)
+    {
+      /* Whatever the server said, it said it before the end of the
+       * message: the client stopped there, without the final dot (which
+       * alone could make the outcome unknown) and without a QUIT that the
+       * server would have read as message text. */
+      g_assert_false (outcome_has_step (&o, OUTBOX_SMTP_STEP_DATA_END));
+      g_assert_cmpuint (client_sent_count (&o, "."), ==, 0);
+      g_assert_cmpuint (client_sent_count (&o, "QUIT"), ==, 0);
+      if (fc->fault == FAULT_CLOSE || fc->fault == FAULT_STALL)
+        {
+          g_assert_null (failure->reply);
+          /* Worth trying again later. */
+          g_assert_true (outbox_smtp_failure_is_temporary (failure));
+        }
+    }
 
   outbox_test_outcome_clear (&o);
 }
@@ -1334,6 +1564,7 @@ main (int   argc,
 
   ret = g_test_run ();
 
+  g_free (big_message_text);
   outbox_test_ca_free (test_ca);
   g_ptr_array_unref (cases);
   {

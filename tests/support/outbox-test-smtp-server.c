@@ -37,6 +37,8 @@ typedef enum
   STEP_EXPECT,
   STEP_STARTTLS,
   STEP_READ_DATA,
+  STEP_READ_BYTES,
+  STEP_SEND_DRAINING,
   STEP_CLOSE,
   STEP_RESET,
   STEP_STALL,
@@ -47,9 +49,10 @@ typedef enum
 typedef struct
 {
   StepType type;
-  GBytes  *bytes; /* STEP_SEND, STEP_SEND_CHUNKED */
+  GBytes  *bytes; /* STEP_SEND, STEP_SEND_CHUNKED, STEP_SEND_DRAINING */
   char    *glob;  /* STEP_EXPECT */
   guint    ms;    /* STEP_SLEEP */
+  gsize    n;     /* STEP_READ_BYTES */
 } Step;
 
 struct _OutboxTestSmtpServer
@@ -636,6 +639,140 @@ step_read_data (Conn *c)
 }
 
 static gboolean
+step_read_bytes (Conn *c,
+                 gsize n)
+{
+  gsize left = n;
+
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+      gsize    take = MIN (left, c->inbuf->len);
+      IoResult r;
+
+      g_byte_array_remove_range (c->inbuf, 0, (guint) take);
+      c->scan = 0;
+      left -= take;
+      if (left == 0)
+        return TRUE;
+
+      r = conn_fill (c, deadline_in (c->srv->timeout_s), &error);
+      if (r == IO_EOF)
+        {
+          conn_mark_client_closed (c);
+          conn_fail (c, "client closed the connection after %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " DATA bytes",
+                     n - left, n);
+          return FALSE;
+        }
+      if (r != IO_OK)
+        {
+          conn_read_failed (c, r, error, "DATA bytes");
+          return FALSE;
+        }
+    }
+}
+
+/* Reads and discards at most one chunk of what the client has sent.
+ * Returns the number of bytes discarded (0: none available now), or -1
+ * when the client has gone away or the server is stopping. */
+static gssize
+conn_discard_some (Conn *c)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 buf[READ_CHUNK];
+  gssize n;
+
+  n = g_pollable_input_stream_read_nonblocking (c->in, buf, sizeof buf, c->srv->cancellable,
+                                                &error);
+  if (n > 0)
+    return n;
+  if (n < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+    return 0;
+
+  /* EOF, a reset, or any other error: the client hung up on us. */
+  if (n == 0 || classify_error (error) != IO_CANCELLED)
+    {
+      g_debug ("smtp test server: client gone while draining: %s",
+               error != NULL ? error->message : "EOF");
+      conn_mark_client_closed (c);
+    }
+
+  return -1;
+}
+
+static gboolean
+step_send_draining (Conn   *c,
+                    GBytes *bytes)
+{
+  OutboxTestSmtpServer  *srv = c->srv;
+  GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM (c->out);
+  const guint8          *data;
+  gsize                  len;
+  gsize                  off = 0;
+  gint64                 deadline = deadline_in (srv->timeout_s);
+
+  data = g_bytes_get_data (bytes, &len);
+  g_byte_array_set_size (c->inbuf, 0);
+  c->scan = 0;
+
+  /* Writing and reading take turns, a chunk at a time, so that a client
+   * that never stops sending cannot hold the answer back. */
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+      GIOCondition condition = G_IO_IN;
+      gboolean     progress = FALSE;
+      gssize       n;
+      gint64       remaining;
+
+      if (off < len)
+        {
+          n = g_pollable_output_stream_write_nonblocking (out, data + off,
+                                                          MIN (WRITE_CHUNK, len - off),
+                                                          srv->cancellable, &error);
+          if (n > 0)
+            {
+              off += n;
+              progress = TRUE;
+            }
+          else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+            {
+              g_clear_error (&error);
+              condition |= G_IO_OUT;
+            }
+          else
+            {
+              if (classify_error (error) == IO_CANCELLED)
+                return FALSE;
+              /* As in conn_write(): the client went away, not a failure */
+              g_debug ("smtp test server: write failed, client hung up: %s", error->message);
+              conn_mark_client_closed (c);
+              return TRUE;
+            }
+        }
+
+      n = conn_discard_some (c);
+      if (n < 0)
+        return !g_cancellable_is_cancelled (srv->cancellable);
+      if (n > 0 || progress)
+        continue;
+
+      remaining = deadline - g_get_monotonic_time ();
+      if (remaining <= 0 ||
+          !g_socket_condition_timed_wait (c->socket, condition, remaining, srv->cancellable,
+                                          &error))
+        {
+          if (error == NULL || classify_error (error) == IO_TIMEOUT)
+            conn_fail (c, "client did not hang up within %u s (%" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " bytes written)",
+                       srv->timeout_s, off, len);
+          else if (classify_error (error) != IO_CANCELLED)
+            conn_fail (c, "wait failed: %s", error->message);
+          return FALSE;
+        }
+    }
+}
+
+static gboolean
 step_reset (Conn *c)
 {
   struct linger lg = { 1, 0 };
@@ -793,6 +930,10 @@ conn_run_step (Conn       *c,
       return step_starttls (c);
     case STEP_READ_DATA:
       return step_read_data (c);
+    case STEP_READ_BYTES:
+      return step_read_bytes (c, step->n);
+    case STEP_SEND_DRAINING:
+      return step_send_draining (c, step->bytes);
     case STEP_CLOSE:
       return FALSE;
     case STEP_RESET:
@@ -1042,6 +1183,27 @@ outbox_test_smtp_server_read_data (OutboxTestSmtpServer *srv)
   g_return_if_fail (!srv->started);
 
   add_step (srv, STEP_READ_DATA);
+}
+
+void
+outbox_test_smtp_server_read_bytes (OutboxTestSmtpServer *srv,
+                                    gsize                 n)
+{
+  g_return_if_fail (srv != NULL);
+  g_return_if_fail (!srv->started);
+
+  add_step (srv, STEP_READ_BYTES)->n = n;
+}
+
+void
+outbox_test_smtp_server_send_draining (OutboxTestSmtpServer *srv,
+                                       GBytes               *bytes)
+{
+  g_return_if_fail (srv != NULL);
+  g_return_if_fail (!srv->started);
+  g_return_if_fail (bytes != NULL);
+
+  add_step (srv, STEP_SEND_DRAINING)->bytes = g_bytes_ref (bytes);
 }
 
 void

@@ -66,6 +66,19 @@ void outbox_test_smtp_server_starttls (OutboxTestSmtpServer *srv);
 /* Read the DATA body up to and including "\r\n.\r\n" (or a lone ".\r\n" for
  * an empty body) and keep the raw bytes. */
 void outbox_test_smtp_server_read_data (OutboxTestSmtpServer *srv);
+/* Read n bytes of a DATA body and discard them: a server that has taken
+ * only part of a message.  Nothing is kept for get_data().  EOF or a
+ * timeout before n bytes is a failure. */
+void outbox_test_smtp_server_read_bytes (OutboxTestSmtpServer *srv,
+                                         gsize                 n);
+/* Write bytes (as send_bytes; may be empty) while reading and discarding
+ * whatever the client sends, then go on discarding until the client closes
+ * or resets the connection: a server that answers in the middle of a DATA
+ * body, so that neither side blocks the other.  A client hanging up at
+ * any point is not a failure; not hanging up within the timeout is.  Ends
+ * the script. */
+void outbox_test_smtp_server_send_draining (OutboxTestSmtpServer *srv,
+                                            GBytes               *bytes);
 /* Close the connection now (TLS close_notify if TLS, then FIN) and end the
  * script. */
 void outbox_test_smtp_server_close (OutboxTestSmtpServer *srv);
