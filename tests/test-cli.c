@@ -5,15 +5,20 @@
 
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
 #include <gio/gsettingsbackend.h>
+#include <gio/gunixoutputstream.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
@@ -332,6 +337,26 @@ read_stored (Run         *run,
   g_assert_no_error (error);
 
   return contents;
+}
+
+/* Nothing at all in the run's outbox folder: no message, no envelope, no
+ * temporary file. */
+static void
+assert_outbox_clean (Run *run)
+{
+  const char *const subdirs[] = { "tmp", "new", "cur", "envelope" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (subdirs); i++)
+    {
+      g_autofree char *path = g_build_filename (run->data_home, "outbox", "outbox", subdirs[i],
+                                                NULL);
+      g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+      const char *name = dir != NULL ? g_dir_read_name (dir) : NULL;
+
+      if (name != NULL)
+        g_test_message ("left in %s: %s", path, name);
+      g_assert_null (name);
+    }
 }
 
 /* The one message left in the outbox: its state. */
@@ -951,6 +976,7 @@ test_bad_message (void)
 
   g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 0);
   g_assert_cmpuint (count_folder (&run, OUTBOX_FOLDER_OUTBOX), ==, 0);
+  assert_outbox_clean (&run);
   run_clear (&run);
 }
 
@@ -1084,6 +1110,8 @@ test_missing_password (void)
   g_assert_nonnull (strstr (r.err, "No password for u on 127.0.0.1"));
   g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 0);
   g_assert_cmpuint (count_folder (&run, OUTBOX_FOLDER_OUTBOX), ==, 0);
+  /* Written as it was read, then given up: not even a temporary file. */
+  assert_outbox_clean (&run);
 
   result_clear (&r);
   run_clear (&run);
@@ -1305,6 +1333,832 @@ test_postfix_bcc (void)
   run_clear (&run);
 }
 
+/* Streaming standard input ------------------------------------------------ */
+
+/* Whether outbox-send and this test are built with AddressSanitizer: its
+ * shadow memory and quarantine, in the child and in this process (whose
+ * size at exec counts in the child's peak), make RSS meaningless. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* A port of 127.0.0.1 where nothing listens (a socket bound to it but not
+ * listening): outbox-send stores the message, cannot connect
+ * (EX_TEMPFAIL), and keeps it in the outbox for the test to read. */
+static GSocket *closed_socket;
+
+static char *
+closed_port (void)
+{
+  g_autoptr (GSocketAddress) bound = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (closed_socket == NULL)
+    {
+      g_autoptr (GInetAddress) loopback = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+      g_autoptr (GSocketAddress) address = g_inet_socket_address_new (loopback, 0);
+
+      closed_socket = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                                    G_SOCKET_PROTOCOL_TCP, &error);
+      g_assert_no_error (error);
+      g_assert_true (g_socket_bind (closed_socket, address, FALSE, &error));
+      g_assert_no_error (error);
+    }
+
+  bound = g_socket_get_local_address (closed_socket, &error);
+  g_assert_no_error (error);
+
+  return g_strdup_printf ("%u", g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
+}
+
+/* Each CRLF becomes LF, as outbox-send stores a message. */
+static GByteArray *
+crlf_to_lf (const char *text,
+            gsize       len)
+{
+  GByteArray *out = g_byte_array_sized_new (len);
+
+  for (gsize i = 0; i < len; i++)
+    {
+      if (text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')
+        continue;
+      g_byte_array_append (out, (const guint8 *) text + i, 1);
+    }
+
+  return out;
+}
+
+static void
+write_fd (int         fd,
+          const void *data,
+          gsize       len)
+{
+  const char *p = data;
+
+  while (len > 0)
+    {
+      gssize n = write (fd, p, len);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      g_assert_cmpint (n, >, 0);
+      p += n;
+      len -= n;
+    }
+}
+
+/* Waits until the reader of the pipe @fd has taken everything in it, so
+ * that what is written next comes in another read. */
+static void
+wait_drained (int fd)
+{
+  g_autoptr (GTimer) timer = g_timer_new ();
+  int pending = 0;
+
+  while (ioctl (fd, FIONREAD, &pending) == 0 && pending > 0)
+    {
+      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 60.0);
+      g_usleep (500);
+    }
+}
+
+/* Runs outbox-send with its standard input coming in @pieces, each in a
+ * read of its own. */
+static void
+run_cli_pieces (Run               *run,
+                const char *const *args,
+                const char *const *pieces,
+                Result            *r)
+{
+  g_autoptr (GSubprocess) process = spawn (run, args);
+  GOutputStream *in = g_subprocess_get_stdin_pipe (process);
+  int            fd = g_unix_output_stream_get_fd (G_UNIX_OUTPUT_STREAM (in));
+
+  memset (r, 0, sizeof *r);
+  for (guint i = 0; pieces[i] != NULL; i++)
+    {
+      write_fd (fd, pieces[i], strlen (pieces[i]));
+      wait_drained (fd);
+    }
+  g_assert_true (g_output_stream_close (in, NULL, NULL));
+  wait_process_closed (process, r);
+  if (g_test_verbose ())
+    g_test_message ("exit %d, stderr:\n%s", r->status, r->err);
+}
+
+/* The one message left in the run's outbox. */
+static char *
+read_only_outbox_message (Run *run)
+{
+  g_auto (GStrv) ids = list_folder (run, OUTBOX_FOLDER_OUTBOX);
+
+  g_assert_cmpuint (g_strv_length (ids), ==, 1);
+
+  return read_stored (run, OUTBOX_FOLDER_OUTBOX, ids[0]);
+}
+
+#define FULL_HEADER_CRLF                               \
+  "From: alice@example.org\r\nTo: bob@example.org\r\n" \
+  "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"          \
+  "Message-ID: <split@example.org>\r\n"
+
+/* Line ends split between two reads, everywhere: a CR at the end of one
+ * read and the LF at the start of the next are one LF; a CR alone stays.
+ * The header, cut anywhere, reads the same. */
+static void
+test_stream_crlf_split (void)
+{
+  g_autofree char  *port = closed_port ();
+  const char       *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none", "-f",
+                               "alice@example.org", "bob@example.org", NULL };
+  const char *const cases[][12] = {
+    /* In the header, at the empty line and in the body; CR CR LF; a CR
+     * alone; one at the very end. */
+    { "From: alice@example.org\r", "\nTo: bob@example.org\r\nSubject: split\r",
+      "\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <split@example.org>\r", "\n\r",
+      "\nbody line 1\r", "\nbare\rCR\r", "\r\n", "\r", "\n.\r", "\nlast line\r", NULL },
+    /* The field names and the colon come in pieces. */
+    { "Fro", "m: alice@example.org\r\nT", "o", ": bob@example.org\r\nSubje", "ct : hi\r\n",
+      "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <split@example.org>\r\n", "\r",
+      "\n", "Hello.\r\n", NULL },
+    /* A folded field cut at the fold. */
+    { FULL_HEADER_CRLF "Subject: a long\r", "\n", "\tsubject\r\n\r\nBody\n", NULL },
+    /* LF only, and lines ending in CR before the LF's piece. */
+    { FULL_HEADER_CRLF, "\n", "one\n", "two\r", "\r", "\r\n", NULL },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GString) input = g_string_new (NULL);
+      g_autoptr (GByteArray) expected = NULL;
+      g_autofree char *stored = NULL;
+      Result           r;
+      Run              run;
+
+      for (guint j = 0; cases[i][j] != NULL; j++)
+        g_string_append (input, cases[i][j]);
+      expected = crlf_to_lf (input->str, input->len);
+
+      run_init (&run);
+      run_cli_pieces (&run, args, cases[i], &r);
+      g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
+
+      stored = read_only_outbox_message (&run);
+      g_assert_cmpmem (stored, strlen (stored), expected->data, expected->len);
+
+      result_clear (&r);
+      run_clear (&run);
+    }
+}
+
+/* An mbox "From " line and a message without header, both in pieces. */
+static void
+test_stream_from_line_no_header (void)
+{
+  g_autofree char   *port = closed_port ();
+  const char        *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none", "-f",
+                                "alice@example.org", "-F", "Alice Example", "bob@example.org",
+                                NULL };
+  const char *const  mbox[] = { "Fr", "om", " alice@example.org Mon Jan  1 10:00:00 2024\r",
+                                "\n", "Subject: mbox\r\n", "\r\n", "Body.\r\n", NULL };
+  const char *const  no_header[] = { "Just a bo", "dy, no header", ".\r", "\n\tIndented.\r\n",
+                                     NULL };
+  const char *const  indented[] = { " starts with a space\r\n", "Subject: not a field now\n",
+                                    NULL };
+  const char *const *inputs[] = { mbox, no_header, indented };
+  const char        *bodies[] = { "Body.\n", "Just a body, no header.\n\tIndented.\n",
+                                  " starts with a space\nSubject: not a field now\n" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (inputs); i++)
+    {
+      g_autofree char *stored = NULL;
+      g_autofree char *suffix = NULL;
+      Result           r;
+      Run              run;
+
+      run_init (&run);
+      run_cli_pieces (&run, args, inputs[i], &r);
+      g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
+
+      stored = read_only_outbox_message (&run);
+      g_test_message ("stored:\n%s", stored);
+      if (i == 0)
+        g_assert_true (g_str_has_prefix (stored, "Subject: mbox\n"
+                                                 "From: Alice Example <alice@example.org>\n"
+                                                 "Date: "));
+      else
+        g_assert_true (g_str_has_prefix (stored, "From: Alice Example <alice@example.org>\n"
+                                                 "Date: "));
+      g_assert_null (strstr (stored, "From alice"));
+      g_assert_nonnull (strstr (stored, "\nMessage-ID: <"));
+      suffix = g_strconcat ("@example.org>\n\n", bodies[i], NULL);
+      g_assert_true (g_str_has_suffix (stored, suffix));
+
+      result_clear (&r);
+      run_clear (&run);
+    }
+}
+
+/* A line that is no header field, coming in pieces: the error quotes it
+ * as it would all at once. */
+static void
+test_stream_bad_header (void)
+{
+  g_autofree char  *port = closed_port ();
+  const char       *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none", "-f",
+                               "alice@example.org", "bob@example.org", NULL };
+  const char *const pieces[] = { "From: alice@example.org\r\nSubj", "ect: x\r\nthis is no",
+                                 "t a header field, and it goes on", " for a while longer\r",
+                                 "\n\r\nHi\r\n", NULL };
+  Result            r;
+  Run               run;
+
+  run_init (&run);
+  run_cli_pieces (&run, args, pieces, &r);
+  g_assert_cmpint (r.status, ==, EX_DATAERR);
+  g_assert_cmpstr (r.err, ==,
+                   "outbox-send: Line 3 of the message header is not a header field: “this is "
+                   "not a header field, and it goes on for a while longer”. An empty line must "
+                   "separate the header from the body.\n");
+  assert_outbox_clean (&run);
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* A header that never ends is refused without keeping it all. */
+static void
+test_stream_header_too_long (void)
+{
+  g_autofree char *port = closed_port ();
+  const char      *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none", "-f",
+                              "alice@example.org", "bob@example.org", NULL };
+  g_autoptr (GString) input = g_string_new ("From: alice@example.org\nX-Long: start\n");
+  Result r;
+  Run    run;
+
+  while (input->len < 3 * 1024 * 1024)
+    g_string_append (input, "\tand more of the same field, on and on and on\n");
+  g_string_append (input, "\nBody.\n");
+
+  run_init (&run);
+  run_cli (&run, args, input->str, &r);
+  g_assert_cmpint (r.status, ==, EX_DATAERR);
+  g_assert_cmpstr (r.err, ==,
+                   "outbox-send: The message header goes on for more than 1 MiB. An empty line "
+                   "must separate the header from the body.\n");
+  assert_outbox_clean (&run);
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* A message of @n_lines lines (CRLF and LF, some empty, some long) with a
+ * NUL byte on line @nul_line (counted from 1; 0 for none). @header may
+ * be broken. */
+static GBytes *
+make_message_with_nul (const char *header,
+                       guint       n_lines,
+                       guint       nul_line)
+{
+  GString *text = g_string_new (header);
+  guint    line = 1;
+
+  for (const char *p = header; *p != '\0'; p++)
+    {
+      if (*p == '\n')
+        line++;
+    }
+
+  for (; line <= n_lines; line++)
+    {
+      if (line == nul_line)
+        g_string_append_len (text, "before the NUL \0 after it", 25);
+      else if (line % 7 == 0)
+        g_string_append (text, "");
+      else
+        g_string_append_printf (text, "Line %u of the body, with some text to make it longer.",
+                                line);
+      g_string_append (text, line % 3 == 0 ? "\n" : "\r\n");
+    }
+
+  return g_string_free_to_bytes (text);
+}
+
+static void
+run_cli_bytes (Run               *run,
+               const char *const *args,
+               GBytes            *input,
+               Result            *r)
+{
+  g_autoptr (GSubprocess) process = spawn (run, args);
+
+  memset (r, 0, sizeof *r);
+  wait_process (process, input, r);
+}
+
+/* A NUL byte, however deep in the message and whatever else is wrong with
+ * it, is what is reported, with its line; nothing is kept, and nothing
+ * is sent. */
+static void
+test_stream_nul (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server ();
+  g_autofree char *port = NULL;
+  const char      *good = "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: NUL\r\n\r\n";
+  const struct
+  {
+    const char *header;
+    guint       nul_line;
+    gboolean    read_recipients;
+  } cases[] = {
+    /* Deep in the body, after many blocks. */
+    { good, 90001, FALSE },
+    /* In the header. */
+    { "From: alice@example.org\r\nSubject: x\r\n", 3, FALSE },
+    /* Right after the header, in the first block. */
+    { good, 5, FALSE },
+    /* Deep, after a broken header. */
+    { "From: alice@example.org\r\nno header field\r\n\r\n", 70000, FALSE },
+    /* Deep, in a message without recipients. */
+    { "From: alice@example.org\r\nSubject: x\r\n\r\n", 60000, TRUE },
+  };
+
+  script_starttls (srv, NULL);
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GBytes) input = make_message_with_nul (cases[i].header, 100000,
+                                                        cases[i].nul_line);
+      g_autofree char *expected = NULL;
+      const char      *recipient = cases[i].read_recipients ? "-t" : "bob@example.org";
+      const char      *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none",
+                                  "-f", "alice@example.org", recipient, NULL };
+      Result           r;
+      Run              run;
+
+      run_init (&run);
+      run_cli_bytes (&run, args, input, &r);
+
+      expected = g_strdup_printf ("outbox-send: Line %u of the message contains a NUL byte, "
+                                  "which mail cannot carry.\n",
+                                  cases[i].nul_line);
+      g_assert_cmpstr (r.err, ==, expected);
+      g_assert_cmpint (r.status, ==, EX_DATAERR);
+      assert_outbox_clean (&run);
+
+      result_clear (&r);
+      run_clear (&run);
+    }
+
+  g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 0);
+}
+
+/* Interrupted while the body is coming: the part in the outbox's
+ * temporary file goes. */
+static void
+test_stream_interrupted (void)
+{
+  g_autofree char *port = closed_port ();
+  const char      *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none", "-f",
+                              "alice@example.org", "bob@example.org", NULL };
+  g_autofree char *tmp = NULL;
+  g_autoptr (GSubprocess) process = NULL;
+  g_autoptr (GTimer) timer = g_timer_new ();
+  GOutputStream *in;
+  Result         r = { 0 };
+  Run            run;
+  int            fd;
+
+  run_init (&run);
+  tmp = g_build_filename (run.data_home, "outbox", "outbox", "tmp", NULL);
+  process = spawn (&run, args);
+  in = g_subprocess_get_stdin_pipe (process);
+  fd = g_unix_output_stream_get_fd (G_UNIX_OUTPUT_STREAM (in));
+
+  write_fd (fd, SIMPLE_MESSAGE, strlen (SIMPLE_MESSAGE));
+  for (guint i = 0; i < 1000; i++)
+    write_fd (fd, "More of the body, which is still coming.\n", 41);
+  wait_drained (fd);
+
+  /* The body is being written to the outbox, not kept in memory. */
+  for (;;)
+    {
+      g_autoptr (GDir) dir = g_dir_open (tmp, 0, NULL);
+
+      if (dir != NULL && g_dir_read_name (dir) != NULL)
+        break;
+      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
+      g_usleep (10000);
+    }
+  g_assert_cmpuint (count_folder (&run, OUTBOX_FOLDER_OUTBOX), ==, 0);
+
+  g_subprocess_send_signal (process, SIGTERM);
+  wait_process_closed (process, &r);
+  g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
+  g_assert_cmpstr (r.err, ==, "outbox-send: Interrupted; the message was not sent.\n");
+  assert_outbox_clean (&run);
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* 8-bit data and a long line: noted in the envelope as the message is
+ * stored, and what goes out is encoded. */
+static void
+test_stream_content_flags (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (OutboxStore) store = NULL;
+  g_autofree char *port = NULL;
+  g_autofree char *long_line = g_strnfill (3000, 'w');
+  g_autofree char *message = NULL;
+  g_auto (GStrv) sent = NULL;
+  g_autoptr (GBytes) data = NULL;
+  const char *text;
+  gsize       len, start = 0;
+  gboolean    has_8bit = FALSE;
+  gboolean    has_long_lines = FALSE;
+  Result      r;
+  Run         run;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test.example\r\n250 8BITMIME\r\n");
+  /* Long lines: only the encoded copy may go, and it is 7-bit. */
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<alice@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  script_rcpt (srv, "RCPT TO:<bob@example.org>");
+  script_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  message = g_strconcat ("From: alice@example.org\r\nTo: bob@example.org\r\nSubject: flags\r\n"
+                         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                         "Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9\r\n",
+                         long_line, "\r\nEnd.\r\n", NULL);
+
+  run_init (&run);
+  {
+    const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none",
+                           "bob@example.org", NULL };
+
+    run_cli (&run, args, message, &r);
+  }
+  assert_no_failure (srv);
+  g_assert_cmpstr (r.err, ==, "");
+  g_assert_cmpint (r.status, ==, EX_OK);
+
+  store = run_store (&run);
+  sent = list_folder (&run, OUTBOX_FOLDER_SENT);
+  g_assert_cmpuint (g_strv_length (sent), ==, 1);
+  g_assert_true (outbox_store_get_content_flags (store, OUTBOX_FOLDER_SENT, sent[0], &has_8bit,
+                                                 &has_long_lines));
+  g_assert_true (has_8bit);
+  g_assert_true (has_long_lines);
+
+  data = outbox_test_smtp_server_get_data (srv);
+  text = g_bytes_get_data (data, &len);
+  for (gsize i = 0; i + 1 < len; i++)
+    {
+      g_assert_cmpint (text[i] & 0x80, ==, 0);
+      if (text[i] == '\r' && text[i + 1] == '\n')
+        {
+          g_assert_cmpuint (i - start, <=, 998);
+          start = i + 2;
+        }
+    }
+  g_assert_nonnull (g_strstr_len (text, len, "Content-Transfer-Encoding: quoted-printable"));
+  g_assert_nonnull (g_strstr_len (text, len, "Caf=C3=A9"));
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* The big message */
+
+#define BIG_SIZE (64 * 1024 * 1024)
+
+typedef struct
+{
+  int         fd; /* outbox-send's standard input */
+  GByteArray *pending;
+  guint       next_piece;
+  GChecksum  *expected; /* of the message as it is stored */
+  guint64     expected_size;
+  guint64     state; /* xorshift */
+} Feeder;
+
+/* Odd sizes for the writes into the pipe. */
+static const gsize piece_sizes[] = { 1, 4093, 65537, 7, 100003, 13, 30011, 262147, 3 };
+
+static void
+feeder_flush (Feeder  *feeder,
+              gboolean all)
+{
+  gsize off = 0;
+
+  for (;;)
+    {
+      gsize size = piece_sizes[feeder->next_piece % G_N_ELEMENTS (piece_sizes)];
+
+      if (feeder->pending->len - off < size)
+        break;
+      write_fd (feeder->fd, feeder->pending->data + off, size);
+      off += size;
+      feeder->next_piece++;
+    }
+
+  if (all && off < feeder->pending->len)
+    {
+      write_fd (feeder->fd, feeder->pending->data + off, feeder->pending->len - off);
+      off = feeder->pending->len;
+    }
+
+  g_byte_array_remove_range (feeder->pending, 0, off);
+}
+
+/* One line of the message, @content with @end after it ("\r\n" or "\n").
+ * With @split, the CR of a CRLF is read before its LF. */
+static void
+feeder_line (Feeder     *feeder,
+             const char *content,
+             gsize       len,
+             const char *end,
+             gboolean    split)
+{
+  g_byte_array_append (feeder->pending, (const guint8 *) content, len);
+  g_checksum_update (feeder->expected, (const guint8 *) content, len);
+  g_checksum_update (feeder->expected, (const guint8 *) "\n", 1);
+  feeder->expected_size += len + 1;
+
+  if (split && strcmp (end, "\r\n") == 0)
+    {
+      g_byte_array_append (feeder->pending, (const guint8 *) "\r", 1);
+      feeder_flush (feeder, TRUE);
+      wait_drained (feeder->fd);
+      g_byte_array_append (feeder->pending, (const guint8 *) "\n", 1);
+    }
+  else
+    {
+      g_byte_array_append (feeder->pending, (const guint8 *) end, strlen (end));
+    }
+
+  if (feeder->pending->len >= 512 * 1024)
+    feeder_flush (feeder, FALSE);
+}
+
+static gpointer
+feed_big_message (gpointer user_data)
+{
+  Feeder           *feeder = user_data;
+  static const char base64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const char *const header[] = {
+    "From: Alice <alice@example.org>",
+    "To: bob@example.org",
+    "Subject: A big one",
+    "Date: Mon, 01 Jan 2024 10:00:00 +0000",
+    "Message-ID: <big-1@example.org>",
+    "MIME-Version: 1.0",
+    "Content-Type: multipart/mixed; boundary=\"b1\"",
+    "",
+    "--b1",
+    "Content-Type: text/plain",
+    "",
+    ".A line starting with a dot",
+    "..",
+    ".",
+    "",
+    "--b1",
+    "Content-Type: application/octet-stream",
+    "Content-Transfer-Encoding: base64",
+    "",
+  };
+  guint64 line = 0;
+  char    text[76];
+
+  for (guint i = 0; i < G_N_ELEMENTS (header); i++, line++)
+    feeder_line (feeder, header[i], strlen (header[i]), i == 3 ? "\n" : "\r\n", i == 2 || i == 7);
+
+  while (feeder->expected_size < BIG_SIZE)
+    {
+      for (guint i = 0; i < sizeof text; i++)
+        {
+          feeder->state ^= feeder->state << 13;
+          feeder->state ^= feeder->state >> 7;
+          feeder->state ^= feeder->state << 17;
+          text[i] = base64[feeder->state & 63];
+        }
+      /* Mostly CRLF, some LF; a few CRLFs split between reads. */
+      feeder_line (feeder, text, sizeof text, line % 5 == 3 ? "\n" : "\r\n",
+                   line % 200000 == 1);
+      line++;
+    }
+
+  feeder_line (feeder, "--b1--", 6, "\r\n", FALSE);
+  feeder_flush (feeder, TRUE);
+  close (feeder->fd);
+
+  return NULL;
+}
+
+/* What the server received, as it was stored: dots unstuffed, CRLF to LF,
+ * without the final dot. */
+static gchar *
+checksum_received (GBytes  *data,
+                   guint64 *size)
+{
+  g_autoptr (GChecksum) checksum = g_checksum_new (G_CHECKSUM_SHA256);
+  const char *p = g_bytes_get_data (data, NULL);
+  const char *end = p + g_bytes_get_size (data);
+
+  *size = 0;
+  while (p < end)
+    {
+      const char *crlf = g_strstr_len (p, end - p, "\r\n");
+
+      g_assert_nonnull (crlf);
+      if (crlf - p == 1 && *p == '.')
+        {
+          g_assert_true (crlf + 2 == end);
+          break;
+        }
+      if (*p == '.')
+        p++;
+      g_checksum_update (checksum, (const guint8 *) p, crlf - p);
+      g_checksum_update (checksum, (const guint8 *) "\n", 1);
+      *size += crlf - p + 1;
+      p = crlf + 2;
+    }
+
+  return g_strdup (g_checksum_get_string (checksum));
+}
+
+static gchar *
+checksum_file (GFile   *file,
+               guint64 *size)
+{
+  g_autoptr (GChecksum) checksum = g_checksum_new (G_CHECKSUM_SHA256);
+  g_autoptr (GFileInputStream) stream = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree guint8 *buf = g_malloc (1024 * 1024);
+  gssize             n;
+
+  stream = g_file_read (file, NULL, &error);
+  g_assert_no_error (error);
+  *size = 0;
+  while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 1024 * 1024, NULL, &error)) > 0)
+    {
+      g_checksum_update (checksum, buf, n);
+      *size += n;
+    }
+  g_assert_no_error (error);
+
+  return g_strdup (g_checksum_get_string (checksum));
+}
+
+/* The peak memory of this process so far is forgotten: a child's peak
+ * counts the image it replaced at exec. */
+static void
+reset_peak_rss (void)
+{
+  int fd = open ("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    return;
+  if (write (fd, "5", 1) != 1)
+    g_test_message ("could not reset the peak RSS: %s", g_strerror (errno));
+  close (fd);
+}
+
+/* 64 MiB through a pipe in odd-sized writes, with CRLFs split between
+ * reads: delivered and stored byte for byte as given (line ends made LF),
+ * while outbox-send's memory stays far below the message's size. */
+static void
+test_stream_big (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GFile) stored = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GThread) thread = NULL;
+  g_autofree char *port = NULL;
+  g_autofree char *err_path = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *received_sum = NULL;
+  g_autofree char *stored_sum = NULL;
+  g_auto (GStrv) envp = g_get_environ ();
+  g_auto (GStrv) sent = NULL;
+  struct rusage usage;
+  Feeder        feeder = { 0 };
+  guint64       received_size, stored_size;
+  GPid          pid;
+  int           err_fd;
+  int           status;
+  Run           run;
+
+  outbox_test_smtp_server_set_timeout (srv, 300);
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test.example\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<alice@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  script_rcpt (srv, "RCPT TO:<bob@example.org>");
+  script_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  run_init (&run);
+  envp = g_environ_setenv (envp, "XDG_DATA_HOME", run.data_home, TRUE);
+  envp = g_environ_setenv (envp, "XDG_CONFIG_HOME", run.config_home, TRUE);
+  envp = g_environ_setenv (envp, "HOME", run.data_home, TRUE);
+  envp = g_environ_setenv (envp, "LC_ALL", "C.UTF-8", TRUE);
+  envp = g_environ_setenv (envp, "DBUS_SESSION_BUS_ADDRESS",
+                           "unix:path=/nonexistent/outbox-test-bus", TRUE);
+  {
+    const char *args[] = { outbox_send, "--host", "127.0.0.1", "--port", port, "--security",
+                           "none", "-f", "alice@example.org", "bob@example.org", NULL };
+
+    for (guint i = 0; i < G_N_ELEMENTS (args); i++)
+      g_ptr_array_add (argv, (gpointer) args[i]);
+  }
+
+  err_path = g_build_filename (run.data_home, "stderr", NULL);
+  err_fd = open (err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint (err_fd, >=, 0);
+
+  /* Spawned without GSubprocess, so as to get its rusage from wait4(). */
+  reset_peak_rss ();
+  g_assert_true (g_spawn_async_with_pipes_and_fds (NULL, (const char *const *) argv->pdata,
+                                                   (const char *const *) envp,
+                                                   G_SPAWN_DO_NOT_REAP_CHILD |
+                                                     G_SPAWN_STDOUT_TO_DEV_NULL,
+                                                   NULL, NULL, -1, -1, err_fd, NULL, NULL, 0,
+                                                   &pid, &feeder.fd, NULL, NULL, &error));
+  g_assert_no_error (error);
+  close (err_fd);
+
+  feeder.pending = g_byte_array_new ();
+  feeder.expected = g_checksum_new (G_CHECKSUM_SHA256);
+  feeder.state = 88172645463325252ull;
+  thread = g_thread_new ("feeder", feed_big_message, &feeder);
+
+  while (wait4 (pid, &status, 0, &usage) < 0)
+    g_assert_cmpint (errno, ==, EINTR);
+  g_spawn_close_pid (pid);
+  g_thread_join (g_steal_pointer (&thread));
+
+  g_assert_true (g_file_get_contents (err_path, &err, NULL, NULL));
+  g_assert_cmpstr (err, ==, "");
+  g_assert_true (WIFEXITED (status));
+  g_assert_cmpint (WEXITSTATUS (status), ==, EX_OK);
+  assert_no_failure (srv);
+
+  g_test_message ("outbox-send: %ld kB peak RSS for %" G_GUINT64_FORMAT " bytes, "
+                  "%ld.%03ld s user, %ld.%03ld s system",
+                  usage.ru_maxrss, feeder.expected_size, (long) usage.ru_utime.tv_sec,
+                  (long) usage.ru_utime.tv_usec / 1000, (long) usage.ru_stime.tv_sec,
+                  (long) usage.ru_stime.tv_usec / 1000);
+#ifndef UNDER_ASAN
+  g_assert_cmpint (usage.ru_maxrss, <, 40 * 1024);
+#endif
+
+  /* Delivered as given. */
+  data = outbox_test_smtp_server_get_data (srv);
+  g_assert_nonnull (data);
+  received_sum = checksum_received (data, &received_size);
+  g_assert_cmpuint (received_size, ==, feeder.expected_size);
+  g_assert_cmpstr (received_sum, ==, g_checksum_get_string (feeder.expected));
+
+  /* Stored as given. */
+  sent = list_folder (&run, OUTBOX_FOLDER_SENT);
+  g_assert_cmpuint (g_strv_length (sent), ==, 1);
+  {
+    g_autoptr (OutboxStore) store = run_store (&run);
+
+    stored = outbox_store_get_message_file (store, OUTBOX_FOLDER_SENT, sent[0]);
+  }
+  stored_sum = checksum_file (stored, &stored_size);
+  g_assert_cmpuint (stored_size, ==, feeder.expected_size);
+  g_assert_cmpstr (stored_sum, ==, g_checksum_get_string (feeder.expected));
+  assert_outbox_clean (&run);
+
+  g_byte_array_unref (feeder.pending);
+  g_checksum_free (feeder.expected);
+  run_clear (&run);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -1313,6 +2167,9 @@ main (int   argc,
   int ret;
 
   g_test_init (&argc, &argv, NULL);
+
+  /* An outbox-send that exits early must fail a test, not kill it. */
+  signal (SIGPIPE, SIG_IGN);
 
   outbox_send = g_getenv ("OUTBOX_SEND");
   if (outbox_send == NULL || !g_file_test (outbox_send, G_FILE_TEST_IS_EXECUTABLE))
@@ -1344,10 +2201,19 @@ main (int   argc,
   g_test_add_func ("/cli/refuse/configuration", test_configuration);
   g_test_add_func ("/cli/refuse/missing-password", test_missing_password);
   g_test_add_func ("/cli/postfix/bcc", test_postfix_bcc);
+  g_test_add_func ("/cli/stream/big", test_stream_big);
+  g_test_add_func ("/cli/stream/crlf-split", test_stream_crlf_split);
+  g_test_add_func ("/cli/stream/from-line-no-header", test_stream_from_line_no_header);
+  g_test_add_func ("/cli/stream/bad-header", test_stream_bad_header);
+  g_test_add_func ("/cli/stream/header-too-long", test_stream_header_too_long);
+  g_test_add_func ("/cli/stream/nul", test_stream_nul);
+  g_test_add_func ("/cli/stream/interrupted", test_stream_interrupted);
+  g_test_add_func ("/cli/stream/content-flags", test_stream_content_flags);
 
   ret = g_test_run ();
 
   outbox_test_ca_free (test_ca);
+  g_clear_object (&closed_socket);
   {
     g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", test_dir);
 

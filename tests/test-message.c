@@ -539,6 +539,235 @@ test_errors (void)
   g_assert_null (envelope);
 }
 
+/* The rule of outbox_message_scan_update(), the slow way. */
+static void
+scan_reference (const guint8 *data,
+                gsize         len,
+                gboolean     *has_8bit,
+                gboolean     *has_long_lines)
+{
+  gsize start = 0;
+
+  *has_8bit = FALSE;
+  *has_long_lines = FALSE;
+
+  for (gsize i = 0; i < len; i++)
+    {
+      if (data[i] & 0x80)
+        *has_8bit = TRUE;
+    }
+
+  while (start < len)
+    {
+      const guint8 *lf = memchr (data + start, '\n', len - start);
+      gsize         end = lf != NULL ? (gsize) (lf - data) : len;
+      gsize         line = end - start;
+
+      /* Neither the LF nor a CR that ends the line counts. */
+      if (line > 0 && data[end - 1] == '\r')
+        line--;
+      if (line > 998)
+        *has_long_lines = TRUE;
+
+      start = end + 1;
+    }
+}
+
+static void
+assert_scan (const guint8 *data,
+             gsize         len,
+             gsize         piece)
+{
+  OutboxMessageScan scan = OUTBOX_MESSAGE_SCAN_INIT;
+  gboolean          has_8bit;
+  gboolean          has_long_lines;
+
+  scan_reference (data, len, &has_8bit, &has_long_lines);
+
+  for (gsize i = 0; i < len; i += piece)
+    outbox_message_scan_update (&scan, data + i, MIN (piece, len - i));
+
+  g_assert_cmpint (scan.has_8bit, ==, has_8bit);
+  g_assert_cmpint (scan.has_long_lines, ==, has_long_lines);
+}
+
+/* A line of @len octets of 'x' with @end after it. */
+static void
+append_line (GByteArray *out,
+             gsize       len,
+             const char *end)
+{
+  for (gsize i = 0; i < len; i++)
+    g_byte_array_append (out, (const guint8 *) "x", 1);
+  g_byte_array_append (out, (const guint8 *) end, strlen (end));
+}
+
+static void
+test_scan_lines (void)
+{
+  /* The length of a line, what ends it, and whether it is too long. */
+  const struct
+  {
+    gsize       len;
+    const char *end;
+    gboolean    long_line;
+  } cases[] = {
+    { 998, "\n", FALSE },
+    { 999, "\n", TRUE },
+    { 998, "\r\n", FALSE },
+    { 999, "\r\n", TRUE },
+    { 997, "\r\r\n", FALSE },
+    { 998, "\r\r\n", TRUE },
+    { 998, "", FALSE },
+    { 999, "", TRUE },
+    { 998, "\r", FALSE },
+    { 999, "\r", TRUE },
+    { 5000, "\n", TRUE },
+    { 0, "\n", FALSE },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GByteArray) text = g_byte_array_new ();
+      gsize pieces[] = { 1, 2, 3, 7, 997, 998, 999, 1000, 1001, 4096, G_MAXSIZE };
+
+      /* After some short lines, and before one, too. */
+      append_line (text, 10, "\n");
+      append_line (text, 998, "\n");
+      append_line (text, cases[i].len, cases[i].end);
+      if (*cases[i].end != '\0' && cases[i].end[strlen (cases[i].end) - 1] == '\n')
+        append_line (text, 3, "\n");
+
+      for (guint j = 0; j < G_N_ELEMENTS (pieces); j++)
+        {
+          OutboxMessageScan scan = OUTBOX_MESSAGE_SCAN_INIT;
+          g_autofree char  *end = g_strescape (cases[i].end, NULL);
+
+          for (gsize k = 0; k < text->len; k += pieces[j])
+            outbox_message_scan_update (&scan, text->data + k, MIN (pieces[j], text->len - k));
+
+          g_test_message ("line of %zu with \"%s\" in pieces of %zu", cases[i].len, end,
+                          pieces[j]);
+          g_assert_cmpint (scan.has_long_lines, ==, cases[i].long_line);
+          g_assert_false (scan.has_8bit);
+          assert_scan (text->data, text->len, pieces[j]);
+        }
+    }
+}
+
+static void
+test_scan_8bit (void)
+{
+  g_autofree guint8 *text = g_malloc (3000);
+
+  for (gsize at = 0; at < 3000; at += 37)
+    {
+      OutboxMessageScan scan = OUTBOX_MESSAGE_SCAN_INIT;
+
+      memset (text, 'a', 3000);
+      text[at] = 0x80 | (at & 0x7f);
+      outbox_message_scan_update (&scan, text, 3000);
+      g_assert_true (scan.has_8bit);
+      /* And one line of 3000 octets. */
+      g_assert_true (scan.has_long_lines);
+    }
+
+  {
+    OutboxMessageScan scan = OUTBOX_MESSAGE_SCAN_INIT;
+
+    memset (text, 0x7f, 3000);
+    outbox_message_scan_update (&scan, text, 3000);
+    g_assert_false (scan.has_8bit);
+  }
+}
+
+/* Random text of CR, LF, 8-bit and other bytes, with lines around the
+ * limit, in random pieces. */
+static void
+test_scan_random (void)
+{
+  g_autoptr (GRand) rand = g_rand_new_with_seed (20240601);
+
+  for (guint round = 0; round < 300; round++)
+    {
+      g_autoptr (GByteArray) text = g_byte_array_new ();
+      guint lines = g_rand_int_range (rand, 1, 6);
+
+      for (guint i = 0; i < lines; i++)
+        {
+          gsize len = g_rand_boolean (rand) ? (gsize) g_rand_int_range (rand, 995, 1003)
+                                            : (gsize) g_rand_int_range (rand, 0, 80);
+
+          for (gsize j = 0; j < len; j++)
+            {
+              guint  pick = g_rand_int_range (rand, 0, 1000);
+              guint8 c = 'y';
+
+              if (pick < 3)
+                c = 0xe9;
+              else if (pick < 10)
+                c = '\r';
+
+              g_byte_array_append (text, &c, 1);
+            }
+
+          switch (g_rand_int_range (rand, 0, 4))
+            {
+            case 0:
+              g_byte_array_append (text, (const guint8 *) "\n", 1);
+              break;
+            case 1:
+              g_byte_array_append (text, (const guint8 *) "\r\n", 2);
+              break;
+            case 2:
+              g_byte_array_append (text, (const guint8 *) "\r", 1);
+              break;
+            default:
+              break;
+            }
+        }
+
+      assert_scan (text->data, text->len, g_rand_int_range (rand, 1, 2100));
+      assert_scan (text->data, text->len, text->len + 1);
+    }
+}
+
+static void
+test_scan_file (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GFileIOStream) io = NULL;
+  g_autoptr (GFile) file = g_file_new_tmp ("outbox-scan-XXXXXX", &io, &error);
+  g_autoptr (GByteArray) text = g_byte_array_new ();
+  gboolean has_8bit = TRUE;
+  gboolean has_long_lines = TRUE;
+
+  g_assert_no_error (error);
+
+  /* Short lines for more than one read, then a long one. */
+  for (guint i = 0; i < 5000; i++)
+    append_line (text, 76, "\r\n");
+  g_assert_true (g_file_replace_contents (file, (const char *) text->data, text->len, NULL, FALSE,
+                                          G_FILE_CREATE_NONE, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (outbox_message_file_scan (file, &has_8bit, &has_long_lines, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_false (has_8bit);
+  g_assert_false (has_long_lines);
+
+  append_line (text, 1200, "\n");
+  g_byte_array_append (text, (const guint8 *) "\xc3\xa9\n", 3);
+  g_assert_true (g_file_replace_contents (file, (const char *) text->data, text->len, NULL, FALSE,
+                                          G_FILE_CREATE_NONE, NULL, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (outbox_message_file_scan (file, &has_8bit, &has_long_lines, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (has_8bit);
+  g_assert_true (has_long_lines);
+
+  g_file_delete (file, NULL, NULL);
+}
+
 static void
 test_draft_empty (void)
 {
@@ -590,6 +819,10 @@ main (int   argc,
   g_test_add_func ("/message/errors", test_errors);
   g_test_add_func ("/message/draft-empty", test_draft_empty);
   g_test_add_func ("/message/envelope-new", test_envelope_new);
+  g_test_add_func ("/message/scan/lines", test_scan_lines);
+  g_test_add_func ("/message/scan/8bit", test_scan_8bit);
+  g_test_add_func ("/message/scan/random", test_scan_random);
+  g_test_add_func ("/message/scan/file", test_scan_file);
 
   return g_test_run ();
 }

@@ -347,6 +347,97 @@ test_long_line (Fixture      *f,
   g_clear_pointer (&out.rejected, g_ptr_array_unref);
 }
 
+/* Sets (or, with -1, removes) a content flag in the envelope of @f's
+ * message, as an older version or a lying one would have left it. */
+static void
+set_envelope_flag (Fixture    *f,
+                   const char *key,
+                   int         value)
+{
+  g_autofree char *path = g_build_filename (f->root, "outbox", "envelope", f->id, NULL);
+  g_autoptr (GKeyFile) key_file = g_key_file_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (g_key_file_load_from_file (key_file, path, G_KEY_FILE_KEEP_COMMENTS, &error));
+  g_assert_no_error (error);
+  if (value < 0)
+    g_assert_true (g_key_file_remove_key (key_file, "envelope", key, NULL));
+  else
+    g_key_file_set_boolean (key_file, "envelope", key, value);
+  g_assert_true (g_key_file_save_to_file (key_file, path, &error));
+  g_assert_no_error (error);
+}
+
+/* The 8-bit message of test_8bit_downgrade(), to a server without
+ * 8BITMIME; the data it received. */
+static GBytes *
+send_8bit (Fixture *f,
+           int      has_8bit)
+{
+  static const char eight[] = "From: ada@example.test\nTo: bob@example.test\nSubject: x\n"
+                              "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+                              "Content-Transfer-Encoding: 8bit\n\nCaf\xc3\xa9\n";
+  const char *const rcpt[] = { "bob@example.test", NULL };
+  g_autoptr (OutboxEnvelope) env = outbox_envelope_new ("ada@example.test", rcpt);
+  g_autoptr (GBytes) bytes = g_bytes_new_static (eight, strlen (eight));
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GError) error = NULL;
+  Outcome out;
+
+  g_free (f->id);
+  f->id = outbox_store_add (f->store, OUTBOX_FOLDER_OUTBOX, bytes, env, "acc", &error);
+  g_assert_no_error (error);
+  set_envelope_flag (f, "has-8bit", has_8bit);
+
+  outbox_test_smtp_server_send (srv, "220 test ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<ada@example.test>");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+  run (f, srv, NULL, &out);
+  g_assert_no_error (out.error);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+  g_clear_pointer (&out.rejected, g_ptr_array_unref);
+
+  return outbox_test_smtp_server_get_data (srv);
+}
+
+/* The sender goes by what the store recorded, without reading the
+ * message again: told there is no 8-bit data, it sends the message as it
+ * is (no 7-bit copy). */
+static void
+test_recorded_flags (Fixture      *f,
+                     gconstpointer d)
+{
+  g_autoptr (GBytes) data = send_8bit (f, FALSE);
+
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data),
+                                  "Caf\xc3\xa9\r\n"));
+  assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
+}
+
+/* An envelope from before the flags: the message is read to find out, and
+ * the 7-bit copy goes out. */
+static void
+test_flags_missing (Fixture      *f,
+                    gconstpointer d)
+{
+  g_autoptr (GBytes) data = send_8bit (f, -1);
+
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data),
+                                  "Caf=C3=A9"));
+  assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
+}
+
 static void
 test_state_for_error (void)
 {
@@ -378,6 +469,8 @@ main (int argc, char *argv[])
   g_test_add ("/sender/missing", Fixture, NULL, set_up, test_missing, tear_down);
   g_test_add ("/sender/8bit-downgrade", Fixture, NULL, set_up, test_8bit_downgrade, tear_down);
   g_test_add ("/sender/long-line", Fixture, NULL, set_up, test_long_line, tear_down);
+  g_test_add ("/sender/recorded-flags", Fixture, NULL, set_up, test_recorded_flags, tear_down);
+  g_test_add ("/sender/flags-missing", Fixture, NULL, set_up, test_flags_missing, tear_down);
   g_test_add_func ("/sender/state-for-error", test_state_for_error);
   return g_test_run ();
 }

@@ -617,6 +617,348 @@ test_permissions (Fixture      *fixture,
   }
 }
 
+/* The names of the files in @subdir of @folder. */
+static GStrv
+list_subdir (Fixture     *fixture,
+             OutboxFolder folder,
+             const char  *subdir)
+{
+  g_autofree char *path = outbox_store_get_folder_path (fixture->store, folder);
+  g_autofree char *dir_path = g_build_filename (path, subdir, NULL);
+  g_autoptr (GStrvBuilder) builder = g_strv_builder_new ();
+  g_autoptr (GDir) dir = g_dir_open (dir_path, 0, NULL);
+  const char *name;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    g_strv_builder_add (builder, name);
+
+  return g_strv_builder_end (builder);
+}
+
+static void
+assert_subdir_empty (Fixture     *fixture,
+                     OutboxFolder folder,
+                     const char  *subdir)
+{
+  g_auto (GStrv) names = list_subdir (fixture, folder, subdir);
+
+  g_assert_cmpstrv (names, ((const char *[]){ NULL }));
+}
+
+static void
+assert_flags (Fixture     *fixture,
+              OutboxFolder folder,
+              const char  *id,
+              gboolean     has_8bit,
+              gboolean     has_long_lines)
+{
+  gboolean eight = !has_8bit;
+  gboolean long_lines = !has_long_lines;
+
+  g_assert_true (outbox_store_get_content_flags (fixture->store, folder, id, &eight,
+                                                 &long_lines));
+  g_assert_cmpint (eight, ==, has_8bit);
+  g_assert_cmpint (long_lines, ==, has_long_lines);
+}
+
+/* A message written in pieces: nowhere to be seen until the commit, then
+ * like any other. */
+static void
+test_writer (Fixture      *fixture,
+             gconstpointer user_data)
+{
+  g_autoptr (OutboxStoreWriter) writer = NULL;
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (OutboxEnvelope) loaded = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GFile) file = NULL;
+  g_autofree char *tmp_path = NULL;
+  g_autofree char *tmp_dir = NULL;
+  g_autofree char *folder = NULL;
+  g_autofree char *id = NULL;
+  g_autofree char *account_id = NULL;
+  g_auto (GStrv) ids = NULL;
+  gsize len = strlen (message_text);
+
+  writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (writer);
+
+  /* A file in tmp/, and nothing listed. */
+  tmp_path = g_strdup (outbox_store_writer_get_path (writer));
+  folder = outbox_store_get_folder_path (fixture->store, OUTBOX_FOLDER_OUTBOX);
+  tmp_dir = g_build_filename (folder, "tmp", NULL);
+  {
+    g_autofree char *dir = g_path_get_dirname (tmp_path);
+
+    g_assert_cmpstr (dir, ==, tmp_dir);
+  }
+  g_assert_true (g_file_test (tmp_path, G_FILE_TEST_IS_REGULAR));
+
+  for (gsize i = 0; i < len; i += 7)
+    {
+      g_assert_true (outbox_store_writer_write (writer, (const guint8 *) message_text + i,
+                                                MIN (7, len - i), &error));
+      g_assert_no_error (error);
+      ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+      g_assert_no_error (error);
+      g_assert_cmpstrv (ids, ((const char *[]){ NULL }));
+      g_clear_pointer (&ids, g_strfreev);
+    }
+  g_assert_cmpuint (outbox_store_writer_get_size (writer), ==, len);
+  g_assert_true (outbox_store_writer_write (writer, NULL, 0, &error));
+
+  id = outbox_store_writer_commit (writer, envelope, "acc", &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (id);
+  g_assert_null (outbox_store_writer_get_path (writer));
+  g_clear_pointer (&writer, outbox_store_writer_free);
+
+  /* Listed, in new/, byte for byte, with its envelope; tmp/ is empty. */
+  ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstrv (ids, ((const char *[]){ id, NULL }));
+  file = outbox_store_get_message_file (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
+  assert_file_contents (file, message_text);
+  g_assert_false (g_file_test (tmp_path, G_FILE_TEST_EXISTS));
+  assert_subdir_empty (fixture, OUTBOX_FOLDER_OUTBOX, "tmp");
+
+  loaded = outbox_store_load_envelope (fixture->store, OUTBOX_FOLDER_OUTBOX, id, &account_id,
+                                       &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (loaded->from, ==, envelope->from);
+  g_assert_cmpstrv (loaded->recipients, envelope->recipients);
+  g_assert_cmpstr (account_id, ==, "acc");
+  g_assert_cmpint (outbox_store_get_state (fixture->store, OUTBOX_FOLDER_OUTBOX, id, NULL, NULL),
+                   ==, OUTBOX_STATE_QUEUED);
+  /* "Grüße" */
+  assert_flags (fixture, OUTBOX_FOLDER_OUTBOX, id, TRUE, FALSE);
+}
+
+/* Given up, before or after writing: nothing stays. */
+static void
+test_writer_abort (Fixture      *fixture,
+                   gconstpointer user_data)
+{
+  g_autoptr (GError) error = NULL;
+  g_auto (GStrv) ids = NULL;
+
+  for (guint written = 0; written < 2; written++)
+    {
+      OutboxStoreWriter *writer;
+      g_autofree char   *tmp_path = NULL;
+
+      writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+      g_assert_no_error (error);
+      tmp_path = g_strdup (outbox_store_writer_get_path (writer));
+      if (written)
+        {
+          g_assert_true (outbox_store_writer_write (writer, (const guint8 *) message_text,
+                                                    strlen (message_text), &error));
+          g_assert_no_error (error);
+        }
+      g_assert_true (g_file_test (tmp_path, G_FILE_TEST_EXISTS));
+
+      outbox_store_writer_free (writer);
+      g_assert_false (g_file_test (tmp_path, G_FILE_TEST_EXISTS));
+    }
+
+  ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstrv (ids, ((const char *[]){ NULL }));
+  for (guint i = 0; i < 4; i++)
+    assert_subdir_empty (fixture, OUTBOX_FOLDER_OUTBOX,
+                         ((const char *[]){ "tmp", "new", "cur", "envelope" })[i]);
+}
+
+/* Several writers at once: each commit adds exactly its own message, under
+ * an id of its own. */
+static void
+test_writer_commit (Fixture      *fixture,
+                    gconstpointer user_data)
+{
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GError) error = NULL;
+  OutboxStoreWriter *writers[3];
+  char              *ids[3];
+  const char        *texts[3] = { "Subject: one\n\n1\n", "Subject: two\n\n2\n",
+                                  "Subject: three\n\n3\n" };
+
+  for (guint i = 0; i < 3; i++)
+    {
+      writers[i] = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_SENT, &error);
+      g_assert_no_error (error);
+      g_assert_true (outbox_store_writer_write (writers[i], (const guint8 *) texts[i],
+                                                strlen (texts[i]), &error));
+      g_assert_no_error (error);
+    }
+  g_assert_cmpstr (outbox_store_writer_get_path (writers[0]), !=,
+                   outbox_store_writer_get_path (writers[1]));
+
+  /* In the other order. */
+  for (guint i = 3; i-- > 0;)
+    {
+      g_auto (GStrv) listed = NULL;
+
+      ids[i] = outbox_store_writer_commit (writers[i], envelope, NULL, &error);
+      g_assert_no_error (error);
+      g_assert_nonnull (ids[i]);
+      listed = outbox_store_list (fixture->store, OUTBOX_FOLDER_SENT, &error);
+      g_assert_no_error (error);
+      g_assert_cmpuint (g_strv_length (listed), ==, 3 - i);
+      g_assert_true (g_strv_contains ((const char *const *) listed, ids[i]));
+    }
+
+  for (guint i = 0; i < 3; i++)
+    {
+      g_autoptr (GFile) file = outbox_store_get_message_file (fixture->store, OUTBOX_FOLDER_SENT,
+                                                              ids[i]);
+
+      assert_file_contents (file, texts[i]);
+      assert_flags (fixture, OUTBOX_FOLDER_SENT, ids[i], FALSE, FALSE);
+      outbox_store_writer_free (writers[i]);
+    }
+  g_assert_cmpstr (ids[0], !=, ids[1]);
+  g_assert_cmpstr (ids[1], !=, ids[2]);
+  g_assert_cmpstr (ids[0], !=, ids[2]);
+  assert_subdir_empty (fixture, OUTBOX_FOLDER_SENT, "tmp");
+
+  for (guint i = 0; i < 3; i++)
+    g_free (ids[i]);
+}
+
+/* The temporary file went away under the writer: the commit fails, naming
+ * it, and leaves nothing behind. */
+static void
+test_writer_commit_fails (Fixture      *fixture,
+                          gconstpointer user_data)
+{
+  g_autoptr (OutboxStoreWriter) writer = NULL;
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp_path = NULL;
+  g_autofree char *id = NULL;
+  g_auto (GStrv) ids = NULL;
+
+  writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_true (outbox_store_writer_write (writer, (const guint8 *) message_text,
+                                            strlen (message_text), &error));
+  tmp_path = g_strdup (outbox_store_writer_get_path (writer));
+  g_assert_cmpint (g_unlink (tmp_path), ==, 0);
+
+  id = outbox_store_writer_commit (writer, envelope, NULL, &error);
+  g_assert_null (id);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+  g_assert_nonnull (strstr (error->message, tmp_path));
+  g_clear_pointer (&writer, outbox_store_writer_free);
+
+  ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, NULL);
+  g_assert_cmpstrv (ids, ((const char *[]){ NULL }));
+  for (guint i = 0; i < 4; i++)
+    assert_subdir_empty (fixture, OUTBOX_FOLDER_OUTBOX,
+                         ((const char *[]){ "tmp", "new", "cur", "envelope" })[i]);
+}
+
+/* A file still being written is no leftover, however old, while its
+ * writer lives. */
+static void
+test_writer_not_stale (Fixture      *fixture,
+                       gconstpointer user_data)
+{
+  g_autoptr (OutboxStoreWriter) writer = NULL;
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp_path = NULL;
+  g_autofree char *dead = NULL;
+  g_autofree char *id = NULL;
+  g_auto (GStrv) ids = NULL;
+
+  writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  tmp_path = g_strdup (outbox_store_writer_get_path (writer));
+  set_old (tmp_path);
+
+  /* The same name from a process that is gone is a leftover. */
+  {
+    g_autofree char *dir = g_path_get_dirname (tmp_path);
+    g_autofree char *base = g_path_get_basename (tmp_path);
+    const char      *p = strchr (strstr (base, ".M"), 'P');
+    const char      *q = strchr (p, 'Q');
+    g_autofree char *name = g_strdup_printf ("%.*sP2147483647%s", (int) (p - base), base, q);
+
+    dead = g_build_filename (dir, name, NULL);
+    g_assert_true (g_file_set_contents (dead, "half", -1, NULL));
+    set_old (dead);
+  }
+
+  ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_file_test (tmp_path, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (dead, G_FILE_TEST_EXISTS));
+
+  g_assert_true (outbox_store_writer_write (writer, (const guint8 *) message_text,
+                                            strlen (message_text), &error));
+  g_assert_no_error (error);
+  id = outbox_store_writer_commit (writer, envelope, NULL, &error);
+  g_assert_no_error (error);
+  assert_listed (fixture, OUTBOX_FOLDER_OUTBOX, id, TRUE);
+}
+
+/* Whether a message has 8-bit data or long lines is noted when it is
+ * added, and follows it; older envelopes do not say. */
+static void
+test_content_flags (Fixture      *fixture,
+                    gconstpointer user_data)
+{
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *long_line = g_strnfill (1500, 'z');
+  g_autofree char *long_text = g_strconcat ("Subject: long\n\n", long_line, "\n", NULL);
+  const char      *texts[] = { "Subject: plain\n\nHello.\n", message_text, long_text };
+  const gboolean   eight[] = { FALSE, TRUE, FALSE };
+  const gboolean   lines[] = { FALSE, FALSE, TRUE };
+
+  for (guint i = 0; i < G_N_ELEMENTS (texts); i++)
+    {
+      g_autoptr (GBytes) bytes = g_bytes_new_static (texts[i], strlen (texts[i]));
+      g_autofree char *id = NULL;
+      g_autofree char *folder = NULL;
+      g_autofree char *env_path = NULL;
+      g_autofree char *data = NULL;
+      g_autoptr (GKeyFile) key_file = g_key_file_new ();
+      gboolean a = TRUE, b = TRUE;
+
+      id = outbox_store_add (fixture->store, OUTBOX_FOLDER_OUTBOX, bytes, envelope, NULL, &error);
+      g_assert_no_error (error);
+      assert_flags (fixture, OUTBOX_FOLDER_OUTBOX, id, eight[i], lines[i]);
+
+      /* They stay through state changes and moves. */
+      g_assert_true (outbox_store_record_attempt (fixture->store, OUTBOX_FOLDER_OUTBOX, id,
+                                                  OUTBOX_STATE_FAILED_TEMPORARY, "451", &error));
+      g_assert_no_error (error);
+      g_assert_true (outbox_store_move (fixture->store, id, OUTBOX_FOLDER_OUTBOX,
+                                        OUTBOX_FOLDER_SENT, &error));
+      g_assert_no_error (error);
+      assert_flags (fixture, OUTBOX_FOLDER_SENT, id, eight[i], lines[i]);
+
+      /* An envelope from before: nothing is known. */
+      folder = outbox_store_get_folder_path (fixture->store, OUTBOX_FOLDER_SENT);
+      env_path = g_build_filename (folder, "envelope", id, NULL);
+      g_assert_true (g_key_file_load_from_file (key_file, env_path, G_KEY_FILE_NONE, &error));
+      g_assert_no_error (error);
+      g_assert_true (g_key_file_remove_key (key_file, "envelope", "long-lines", &error));
+      g_assert_no_error (error);
+      g_assert_true (g_key_file_save_to_file (key_file, env_path, &error));
+      g_assert_no_error (error);
+      g_assert_false (outbox_store_get_content_flags (fixture->store, OUTBOX_FOLDER_SENT, id, &a,
+                                                      &b));
+    }
+
+  g_assert_false (outbox_store_get_content_flags (fixture->store, OUTBOX_FOLDER_SENT,
+                                                  "1.M1P1Q1R1.nothere", NULL, NULL));
+}
+
 static void
 test_default_root (void)
 {
@@ -651,6 +993,12 @@ main (int   argc,
   ADD ("/store/remove", test_remove);
   ADD ("/store/bad-ids", test_bad_ids);
   ADD ("/store/permissions", test_permissions);
+  ADD ("/store/writer", test_writer);
+  ADD ("/store/writer-abort", test_writer_abort);
+  ADD ("/store/writer-commit", test_writer_commit);
+  ADD ("/store/writer-commit-fails", test_writer_commit_fails);
+  ADD ("/store/writer-not-stale", test_writer_not_stale);
+  ADD ("/store/content-flags", test_content_flags);
   g_test_add_func ("/store/default-root", test_default_root);
 
 #undef ADD

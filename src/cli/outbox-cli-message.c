@@ -16,14 +16,30 @@
 struct _OutboxCliMessage
 {
   GString   *header;        /* the fields kept, each ending in LF */
-  GBytes    *body;          /* (nullable) what follows the empty line */
   gboolean   has_separator; /* an empty line follows the header */
   gboolean   has_from;
   gboolean   has_date;
   gboolean   has_message_id;
   char      *from_address;
   GPtrArray *recipients; /* NULL-terminated */
+  gboolean   read_recipients;
+
+  /* Reading the header: where it stands in the input. */
+  gboolean started; /* past the mbox "From " line, if any */
+  gboolean header_done;
+  gsize    line;        /* the start of the next line to read */
+  gssize   field;       /* the start of the field being read, or -1 */
+  guint    line_number; /* of the next line to read */
+  gsize    body_offset;
 };
+
+/* What a line of the header is, as far as it has come. */
+typedef enum
+{
+  LINE_UNKNOWN, /* more of it is needed to tell */
+  LINE_FIELD,
+  LINE_OTHER,
+} LineKind;
 
 /* clang-format off */
 G_DEFINE_QUARK (outbox-cli-message-error-quark, outbox_cli_message_error)
@@ -33,28 +49,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddress, g_object_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
 /* Helpers */
-
-/* CRLF becomes LF; everything else stays as it is. */
-static GByteArray *
-normalize_line_ends (const guint8 *data,
-                     gsize         len)
-{
-  GByteArray *out = g_byte_array_sized_new (len);
-  gsize       start = 0;
-  gsize       i;
-
-  for (i = 0; i + 1 < len; i++)
-    {
-      if (data[i] == '\r' && data[i + 1] == '\n')
-        {
-          g_byte_array_append (out, data + start, i - start);
-          start = i + 1;
-        }
-    }
-  g_byte_array_append (out, data + start, len - start);
-
-  return out;
-}
 
 /* The length of the field name of @line if it begins a header field
  * ("Name:" or the obsolete "Name :"), else 0. */
@@ -82,6 +76,32 @@ field_name_length (const char *line,
   return 0;
 }
 
+/* Whether @line begins a header field, when only its first @len octets
+ * have come (all of it if @complete). */
+static LineKind
+classify_line (const char *line,
+               gsize       len,
+               gboolean    complete)
+{
+  gsize name_len = 0;
+  gsize i;
+
+  while (name_len < len && line[name_len] >= 33 && line[name_len] <= 126 &&
+         line[name_len] != ':')
+    name_len++;
+
+  if (name_len == 0 && len > 0)
+    return LINE_OTHER;
+
+  for (i = name_len; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+    ;
+
+  if (i < len)
+    return line[i] == ':' && name_len > 0 ? LINE_FIELD : LINE_OTHER;
+
+  return complete ? LINE_OTHER : LINE_UNKNOWN;
+}
+
 static gboolean
 name_is (const char *name,
          gsize       name_len,
@@ -90,12 +110,14 @@ name_is (const char *name,
   return strlen (wanted) == name_len && g_ascii_strncasecmp (name, wanted, name_len) == 0;
 }
 
-/* A header line shown in an error message. */
+/* How much of a header line an error message shows. */
+#define VISIBLE_LINE_LENGTH 78
+
 static char *
 visible_line (const char *line,
               gsize       len)
 {
-  return outbox_smtp_make_visible (line, MIN (len, 78));
+  return outbox_smtp_make_visible (line, MIN (len, VISIBLE_LINE_LENGTH));
 }
 
 static gboolean
@@ -305,130 +327,235 @@ take_field (OutboxCliMessage *self,
 /* Public API */
 
 OutboxCliMessage *
-outbox_cli_message_parse (GBytes  *input,
-                          gboolean read_recipients,
-                          GError **error)
+outbox_cli_message_new (gboolean read_recipients)
 {
-  g_autoptr (OutboxCliMessage) self = NULL;
-  g_autoptr (GByteArray) text = NULL;
-  const char *data;
-  const char *end;
-  const char *line;
-  const char *field = NULL; /* start of the field being read */
-  const char *nul;
-  guint       line_number = 1;
+  OutboxCliMessage *self = g_new0 (OutboxCliMessage, 1);
 
-  g_return_val_if_fail (input != NULL, NULL);
-  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-
-  if (g_bytes_get_size (input) == 0)
-    {
-      g_set_error_literal (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_EMPTY,
-                           _("The message is empty."));
-      return NULL;
-    }
-
-  text = normalize_line_ends (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
-  data = (const char *) text->data;
-  end = data + text->len;
-
-  nul = memchr (data, '\0', text->len);
-  if (nul != NULL)
-    {
-      const char *p;
-
-      for (p = data; p < nul; p++)
-        {
-          if (*p == '\n')
-            line_number++;
-        }
-      /* clang-format off */
-      g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_NUL,
-                   _("Line %u of the message contains a NUL byte, which mail cannot carry."),
-                   line_number);
-      /* clang-format on */
-      return NULL;
-    }
-
-  self = g_new0 (OutboxCliMessage, 1);
   self->header = g_string_new (NULL);
   self->recipients = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (self->recipients, NULL);
+  self->read_recipients = read_recipients;
+  self->field = -1;
+  self->line_number = 1;
 
-  line = data;
+  return self;
+}
 
-  /* The "From " line of an mbox is not part of the message. */
-  if (text->len >= 5 && memcmp (data, "From ", 5) == 0)
-    {
-      const char *lf = memchr (data, '\n', text->len);
-
-      line = lf != NULL ? lf + 1 : end;
-      line_number++;
-    }
-
-  while (line < end)
-    {
-      const char *lf = memchr (line, '\n', end - line);
-      const char *next = lf != NULL ? lf + 1 : end;
-      gsize       len = (lf != NULL ? lf : end) - line;
-
-      if (len == 0)
-        {
-          /* The empty line between header and body. */
-          if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
-            return NULL;
-          field = NULL;
-          self->has_separator = TRUE;
-          line = next;
-          break;
-        }
-
-      if (line[0] == ' ' || line[0] == '\t')
-        {
-          if (field == NULL)
-            break; /* no header at all: all of it is the body */
-          /* A continuation of the field. */
-        }
-      else if (field_name_length (line, len) > 0)
-        {
-          if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
-            return NULL;
-          field = line;
-        }
-      else if (field == NULL && self->header->len == 0)
-        {
-          break; /* no header at all: all of it is the body */
-        }
-      else
-        {
-          g_autofree char *visible = visible_line (line, len);
-
-          /* clang-format off */
-          g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_HEADER,
-                       _("Line %u of the message header is not a header field: “%s”. An empty "
-                         "line must separate the header from the body."),
-                       line_number, visible);
-          /* clang-format on */
-          return NULL;
-        }
-
-      line = next;
-      line_number++;
-    }
-
-  if (field != NULL && !take_field (self, read_recipients, field, line - field, error))
-    return NULL;
-
+/* The header has ended; the body begins at @body_offset. */
+static gboolean
+end_header (OutboxCliMessage *self,
+            gsize             body_offset,
+            gboolean         *done,
+            gsize            *offset)
+{
   if (self->header->len == 0)
     {
       /* A body without header: headers are added in front of all of it. */
       self->has_separator = TRUE;
     }
 
-  if (self->has_separator)
-    self->body = g_bytes_new (line, end - line);
+  self->header_done = TRUE;
+  self->body_offset = body_offset;
+  *done = TRUE;
+  if (offset != NULL)
+    *offset = body_offset;
 
-  return g_steal_pointer (&self);
+  return TRUE;
+}
+
+gboolean
+outbox_cli_message_read_header (OutboxCliMessage *self,
+                                const char       *text,
+                                gsize             len,
+                                gboolean          at_end,
+                                gboolean         *done,
+                                gsize            *body_offset,
+                                GError          **error)
+{
+  const char *end = text + len;
+  const char *line;
+
+  g_return_val_if_fail (self != NULL, FALSE);
+  g_return_val_if_fail (text != NULL || len == 0, FALSE);
+  g_return_val_if_fail (done != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+  g_return_val_if_fail (len >= self->line, FALSE);
+
+  *done = FALSE;
+
+  if (self->header_done)
+    return end_header (self, self->body_offset, done, body_offset);
+
+  if (!self->started)
+    {
+      /* The "From " line of an mbox is not part of the message. */
+      if (len < 5 && !at_end && (len == 0 || memcmp (text, "From ", len) == 0))
+        return TRUE;
+
+      if (len >= 5 && memcmp (text, "From ", 5) == 0)
+        {
+          const char *lf = memchr (text, '\n', len);
+
+          if (lf == NULL && !at_end)
+            return TRUE;
+
+          self->line = lf != NULL ? (gsize) (lf + 1 - text) : len;
+          self->line_number++;
+        }
+
+      self->started = TRUE;
+    }
+
+  line = text + self->line;
+
+  while (line < end)
+    {
+      const char *lf = memchr (line, '\n', end - line);
+      const char *next = lf != NULL ? lf + 1 : end;
+      gsize       line_len = (lf != NULL ? lf : end) - line;
+      gboolean    complete = lf != NULL || at_end;
+      LineKind    kind;
+
+      /* Lines are taken whole; a decision that only needs the start of
+       * one is taken as soon as it can be. */
+      self->line = line - text;
+
+      if (line_len == 0)
+        {
+          /* The empty line between header and body. */
+          if (self->field >= 0 &&
+              !take_field (self, self->read_recipients, text + self->field,
+                           line - (text + self->field), error))
+            return FALSE;
+          self->field = -1;
+          self->has_separator = TRUE;
+          return end_header (self, next - text, done, body_offset);
+        }
+
+      if (line[0] == ' ' || line[0] == '\t')
+        {
+          /* No header at all: all of it is the body. */
+          if (self->field < 0)
+            return end_header (self, line - text, done, body_offset);
+          if (!complete)
+            return TRUE;
+          /* A continuation of the field. */
+        }
+      else if ((kind = classify_line (line, line_len, complete)) == LINE_UNKNOWN)
+        {
+          return TRUE;
+        }
+      else if (kind == LINE_FIELD)
+        {
+          if (!complete)
+            return TRUE;
+          if (self->field >= 0 &&
+              !take_field (self, self->read_recipients, text + self->field,
+                           line - (text + self->field), error))
+            return FALSE;
+          self->field = line - text;
+        }
+      else if (self->field < 0)
+        {
+          /* No header at all: all of it is the body. */
+          return end_header (self, line - text, done, body_offset);
+        }
+      else if (!complete && line_len < VISIBLE_LINE_LENGTH)
+        {
+          /* What the error shows of the line has not all come yet. */
+          return TRUE;
+        }
+      else
+        {
+          g_autofree char *visible = visible_line (line, line_len);
+
+          /* clang-format off */
+          g_set_error (error, OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_HEADER,
+                       _("Line %u of the message header is not a header field: “%s”. An empty "
+                         "line must separate the header from the body."),
+                       self->line_number, visible);
+          /* clang-format on */
+          return FALSE;
+        }
+
+      line = next;
+      self->line_number++;
+    }
+
+  self->line = line - text;
+
+  if (!at_end)
+    return TRUE;
+
+  if (self->field >= 0 &&
+      !take_field (self, self->read_recipients, text + self->field, line - (text + self->field),
+                   error))
+    return FALSE;
+  self->field = -1;
+
+  return end_header (self, line - text, done, body_offset);
+}
+
+gsize
+outbox_cli_message_normalize (guint8   *data,
+                              gsize     len,
+                              gboolean  at_end,
+                              gboolean *held_cr)
+{
+  guint8 *cr;
+  gsize   r; /* where reading goes on */
+  gsize   w; /* where writing goes on */
+
+  g_return_val_if_fail (data != NULL || len == 0, 0);
+  g_return_val_if_fail (held_cr != NULL, 0);
+
+  *held_cr = FALSE;
+
+  cr = len > 0 ? memchr (data, '\r', len) : NULL;
+  if (cr == NULL)
+    return len;
+
+  r = w = cr - data;
+  for (;;)
+    {
+      gsize next;
+
+      /* data[r] is a CR. */
+      if (r + 1 == len)
+        {
+          if (at_end)
+            data[w++] = '\r';
+          else
+            *held_cr = TRUE;
+          break;
+        }
+
+      if (data[r + 1] != '\n')
+        data[w++] = '\r';
+      r++;
+
+      /* On to the next CR. */
+      cr = memchr (data + r, '\r', len - r);
+      next = cr != NULL ? (gsize) (cr - data) : len;
+      memmove (data + w, data + r, next - r);
+      w += next - r;
+      r = next;
+
+      if (cr == NULL)
+        break;
+    }
+
+  return w;
+}
+
+GError *
+outbox_cli_message_nul_error_new (guint64 line_number)
+{
+  /* clang-format off */
+  return g_error_new (OUTBOX_CLI_MESSAGE_ERROR, OUTBOX_CLI_MESSAGE_ERROR_NUL,
+                      _("Line %u of the message contains a NUL byte, which mail cannot carry."),
+                      (guint) MIN (line_number, G_MAXUINT));
+  /* clang-format on */
 }
 
 void
@@ -438,7 +565,6 @@ outbox_cli_message_free (OutboxCliMessage *message)
     return;
 
   g_string_free (message->header, TRUE);
-  g_clear_pointer (&message->body, g_bytes_unref);
   g_free (message->from_address);
   g_ptr_array_unref (message->recipients);
   g_free (message);
@@ -526,23 +652,16 @@ outbox_cli_message_complete (OutboxCliMessage *message,
 }
 
 GBytes *
-outbox_cli_message_to_bytes (OutboxCliMessage *message)
+outbox_cli_message_header_to_bytes (OutboxCliMessage *message)
 {
   GByteArray *out;
 
   g_return_val_if_fail (message != NULL, NULL);
 
-  out = g_byte_array_sized_new (message->header->len + 1 +
-                                (message->body != NULL ? g_bytes_get_size (message->body) : 0));
+  out = g_byte_array_sized_new (message->header->len + 1);
   g_byte_array_append (out, (const guint8 *) message->header->str, message->header->len);
-
   if (message->has_separator)
-    {
-      g_byte_array_append (out, (const guint8 *) "\n", 1);
-      if (message->body != NULL)
-        g_byte_array_append (out, g_bytes_get_data (message->body, NULL),
-                             g_bytes_get_size (message->body));
-    }
+    g_byte_array_append (out, (const guint8 *) "\n", 1);
 
   return g_byte_array_free_to_bytes (out);
 }

@@ -3,6 +3,7 @@
 
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
 #include <signal.h>
@@ -28,11 +29,19 @@
 /* outbox-send: a sendmail-compatible command that sends through Outbox's
  * accounts, keyring and engine.
  *
- * The flow, all on one main loop: read the message from standard input,
- * check it and its addresses, find the password (a file descriptor, the
- * keyring, or the terminal), store the message and its envelope in the
+ * The flow, on one main loop with the reading and writing in worker
+ * threads: read the message's header from standard input and check it and
+ * its addresses, write the header and then the body, as it is read, to a
+ * temporary file in the outbox, find the password (a file descriptor, the
+ * keyring, or the terminal), commit the message and its envelope to the
  * outbox, then send it with the sender, which moves it to sent/ or records
- * why it is still in the outbox. */
+ * why it is still in the outbox. The message is never all in memory, and
+ * nothing is in the outbox before the commit.
+ *
+ * Whatever goes wrong with the message, all of standard input is read
+ * before outbox-send says so and exits, as when it read everything first:
+ * the program writing to it does not get a broken pipe, and a NUL byte
+ * anywhere is the error reported, before any other. */
 
 /* The exit status when the connection was lost after the whole message
  * went out, before the server answered: it may or may not have been
@@ -40,6 +49,13 @@
 #define EXIT_DELIVERY_UNKNOWN 79
 
 #define SCHEMA_ID "io.github.outbox.Outbox"
+
+/* Standard input is read this much at a time. */
+#define BLOCK_SIZE (256 * 1024)
+
+/* A header that has not ended after this much input is refused. */
+#define MAX_HEADER_MIB  1
+#define MAX_HEADER_SIZE (MAX_HEADER_MIB * 1024 * 1024)
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
@@ -70,6 +86,27 @@ typedef struct
   GStrv recipients;
 } Options;
 
+/* Standard input, read by worker threads a block at a time with its line
+ * ends normalized. */
+typedef struct
+{
+  GInputStream *stream;
+  guint8       *block;   /* BLOCK_SIZE + 1 bytes: a held CR goes first */
+  gboolean      held_cr; /* the last block ended in a CR, kept for the next */
+  gboolean      at_end;
+  guint64       size; /* the bytes read */
+
+  /* (nullable) All the input so far, until the body goes to the store. */
+  GByteArray *head;
+  gsize       body_offset;  /* where in @head the body begins */
+  guint64     lines_before; /* the LFs of the input before the body */
+  guint64     header_size;  /* of the stored header, in front of the body */
+
+  GError *nul_error;    /* (nullable) a NUL byte: the first thing to say */
+  GError *header_error; /* (nullable) a broken header */
+  GError *store_error;  /* (nullable) writing to the outbox failed */
+} Input;
+
 typedef struct
 {
   Options       opts;
@@ -87,9 +124,13 @@ typedef struct
   OutboxSmtpDsn     *dsn;     /* (nullable) */
 
   /* what to send */
-  GStrv           arg_recipients;
-  GBytes         *message;
-  OutboxEnvelope *envelope;
+  GStrv              arg_recipients;
+  Input             *input;
+  OutboxCliMessage  *message; /* the header, until it is stored */
+  OutboxEnvelope    *envelope;
+  OutboxStoreWriter *writer;       /* until the commit */
+  int                problem_code; /* EX_OK, or why the message is refused */
+  char              *problem;      /* (nullable) to say, unless a NUL is found */
 
   char             *password;        /* (nullable) wiped when freed */
   char             *keyring_problem; /* (nullable) why the keyring had none */
@@ -119,6 +160,21 @@ options_clear (Options *opts)
 }
 
 static void
+input_free (Input *input)
+{
+  if (input == NULL)
+    return;
+
+  g_clear_object (&input->stream);
+  g_free (input->block);
+  g_clear_pointer (&input->head, g_byte_array_unref);
+  g_clear_error (&input->nul_error);
+  g_clear_error (&input->header_error);
+  g_clear_error (&input->store_error);
+  g_free (input);
+}
+
+static void
 send_clear (Send *self)
 {
   options_clear (&self->opts);
@@ -130,8 +186,12 @@ send_clear (Send *self)
   g_clear_pointer (&self->ca_file, g_free);
   g_clear_pointer (&self->dsn, outbox_smtp_dsn_free);
   g_clear_pointer (&self->arg_recipients, g_strfreev);
-  g_clear_pointer (&self->message, g_bytes_unref);
+  g_clear_pointer (&self->input, input_free);
+  g_clear_pointer (&self->message, outbox_cli_message_free);
   g_clear_pointer (&self->envelope, outbox_envelope_free);
+  /* Not committed: removed. */
+  g_clear_pointer (&self->writer, outbox_store_writer_free);
+  g_clear_pointer (&self->problem, g_free);
   g_clear_pointer (&self->password, outbox_cli_password_free);
   g_clear_pointer (&self->keyring_problem, g_free);
   g_clear_object (&self->client);
@@ -628,27 +688,46 @@ configure (Send *self)
 
 /* The message */
 
-/* Decides the envelope and completes the message. Returns an exit
- * status, or EX_OK. */
+/* Keeps what is wrong with the message, to be said once all of the input
+ * has been read (unless a NUL byte comes up, which is said instead).
+ * Returns @code. */
 static int
-prepare_message (Send   *self,
-                 GBytes *input)
+refuse (Send       *self,
+        int         code,
+        const char *format,
+        ...) G_GNUC_PRINTF (3, 4);
+
+static int
+refuse (Send       *self,
+        int         code,
+        const char *format,
+        ...)
 {
-  Options *opts = &self->opts;
-  g_autoptr (OutboxCliMessage) message = NULL;
+  va_list args;
+
+  g_assert (self->problem == NULL);
+
+  va_start (args, format);
+  self->problem = g_strdup_vprintf (format, args);
+  va_end (args);
+  self->problem_code = code;
+
+  return code;
+}
+
+/* Decides the envelope and completes the header. Returns an exit status,
+ * or EX_OK. */
+static int
+prepare_message (Send *self)
+{
+  Options          *opts = &self->opts;
+  OutboxCliMessage *message = self->message;
   g_autoptr (GPtrArray) recipients = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GError) error = NULL;
   g_autofree char   *sender = NULL;
   g_autofree char   *from_name = NULL;
   g_autofree char   *account_address = NULL;
   const char *const *header_recipients;
-
-  message = outbox_cli_message_parse (input, opts->read_recipients, &error);
-  if (message == NULL)
-    {
-      say ("%s", error->message);
-      return EX_DATAERR;
-    }
 
   /* Recipients: the arguments, and with -t the header's too. */
   for (guint i = 0; self->arg_recipients != NULL && self->arg_recipients[i] != NULL; i++)
@@ -661,12 +740,13 @@ prepare_message (Send   *self,
   if (recipients->len == 0)
     {
       if (opts->read_recipients)
-        say (_("The message has no recipients: its To, Cc and Bcc fields are empty, and none "
-               "were given as arguments."));
+        return refuse (self, EX_DATAERR,
+                       _("The message has no recipients: its To, Cc and Bcc fields are empty, "
+                         "and none were given as arguments."));
       else
-        say (_("No recipients were given. Give them as arguments, or use -t to read them from "
-               "the To, Cc and Bcc fields."));
-      return EX_DATAERR;
+        return refuse (self, EX_DATAERR,
+                       _("No recipients were given. Give them as arguments, or use -t to read "
+                         "them from the To, Cc and Bcc fields."));
     }
 
   /* The envelope sender: -f, else the account's address, else the From
@@ -685,16 +765,13 @@ prepare_message (Send   *self,
     sender = g_strdup (self->user);
   else
     {
-      say (_("There is no sender address: give one with -f, or put a From field in the "
-             "message."));
-      return EX_DATAERR;
+      return refuse (self, EX_DATAERR,
+                     _("There is no sender address: give one with -f, or put a From field in "
+                       "the message."));
     }
 
   if (*sender != '\0' && !outbox_smtp_address_validate (sender, &error))
-    {
-      say (_("The sender address cannot be used: %s"), error->message);
-      return EX_DATAERR;
-    }
+    return refuse (self, EX_DATAERR, _("The sender address cannot be used: %s"), error->message);
 
   /* A missing From field names the sender: -F, or the account's name when
    * sending as the account. */
@@ -707,7 +784,6 @@ prepare_message (Send   *self,
 
   g_ptr_array_add (recipients, NULL);
   self->envelope = outbox_envelope_new (sender, (const char *const *) recipients->pdata);
-  self->message = outbox_cli_message_to_bytes (message);
 
   return EX_OK;
 }
@@ -968,14 +1044,41 @@ send_cb (GObject      *object,
 }
 
 static void
-store_cb (GObject      *object,
-          GAsyncResult *result,
-          gpointer      user_data)
+commit_thread (GTask        *task,
+               gpointer      source_object,
+               gpointer      task_data,
+               GCancellable *cancellable)
+{
+  Send   *self = task_data;
+  GError *error = NULL;
+  char   *id;
+
+  /* Interrupted before: not stored. */
+  if (g_task_return_error_if_cancelled (task))
+    return;
+
+  id = outbox_store_writer_commit (self->writer, self->envelope,
+                                   self->account != NULL ? outbox_account_get_id (self->account)
+                                                         : NULL,
+                                   &error);
+  if (id == NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, id, g_free);
+}
+
+static void
+commit_cb (GObject      *object,
+           GAsyncResult *result,
+           gpointer      user_data)
 {
   Send *self = user_data;
   g_autoptr (GError) error = NULL;
 
-  self->id = outbox_store_add_finish (self->store, result, &error);
+  self->id = g_task_propagate_pointer (G_TASK (result), &error);
+  /* Committed, or given up: either way the writer's job is done. */
+  g_clear_pointer (&self->writer, outbox_store_writer_free);
+
   if (self->id == NULL)
     {
       if (is_cancelled (error))
@@ -1004,8 +1107,8 @@ store_cb (GObject      *object,
   outbox_sender_send_async (self->store, self->id, self->client, self->cancellable, send_cb, self);
 }
 
-/* With the password (or without one), makes the client and stores the
- * message: from here on nothing is lost. */
+/* With the password (or without one), makes the client and commits the
+ * message to the outbox: from here on nothing is lost. */
 static void
 have_password (Send *self)
 {
@@ -1044,10 +1147,19 @@ have_password (Send *self)
   if (self->dsn != NULL)
     outbox_smtp_client_set_dsn (self->client, self->dsn);
 
-  self->store = outbox_store_new (NULL);
-  outbox_store_add_async (self->store, OUTBOX_FOLDER_OUTBOX, self->message, self->envelope,
-                          self->account != NULL ? outbox_account_get_id (self->account) : NULL,
-                          self->cancellable, store_cb, self);
+  /* The message was written as it was read; now it goes into the outbox.
+   * Once the commit has begun it completes, and its outcome is told even
+   * if interrupted meanwhile: a message said not to be queued must not be
+   * in the outbox. */
+  {
+    g_autoptr (GTask) task = g_task_new (NULL, self->cancellable, commit_cb, self);
+
+    g_task_set_source_tag (task, commit_thread);
+    g_task_set_task_data (task, self, NULL);
+    g_task_set_return_on_cancel (task, FALSE);
+    g_task_set_check_cancellable (task, FALSE);
+    g_task_run_in_thread (task, commit_thread);
+  }
 }
 
 static void
@@ -1197,52 +1309,463 @@ find_password (Send *self)
                                keyring_cb, self);
 }
 
-static void
-read_message_cb (GObject      *object,
-                 GAsyncResult *result,
-                 gpointer      user_data)
-{
-  Send          *self = user_data;
-  GOutputStream *memory = G_OUTPUT_STREAM (object);
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) input = NULL;
-  int code;
+/* Reading standard input (worker threads) */
 
-  if (g_output_stream_splice_finish (memory, result, &error) < 0)
+static guint64
+count_lines (const guint8 *data,
+             gsize         len)
+{
+  const guint8 *end = data + len;
+  guint64       lines = 0;
+
+  if (len == 0)
+    return 0;
+
+  while (data < end && (data = memchr (data, '\n', end - data)) != NULL)
     {
-      if (is_cancelled (error))
-        cancelled (self);
+      lines++;
+      data++;
+    }
+
+  return lines;
+}
+
+/* The LFs in @path between @from and @to: a NUL byte was found after
+ * them, and they are no longer in memory. */
+static gboolean
+count_lines_in_file (const char *path,
+                     guint64     from,
+                     guint64     to,
+                     guint64    *lines)
+{
+  g_autofree guint8 *buf = NULL;
+  int                fd;
+
+  *lines = 0;
+
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return FALSE;
+
+  buf = g_malloc (BLOCK_SIZE);
+  while (from < to)
+    {
+      gssize n = pread (fd, buf, MIN (to - from, BLOCK_SIZE), from);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      *lines += count_lines (buf, n);
+      from += n;
+    }
+
+  close (fd);
+
+  return from == to;
+}
+
+/* Reads the next block (after a held CR, if any) and normalizes its line
+ * ends in place; *@len is what there is to use in input->block. */
+static gboolean
+read_block (Input        *input,
+            gsize        *len,
+            GCancellable *cancellable,
+            GError      **error)
+{
+  gsize  start = input->held_cr ? 1 : 0;
+  gssize n;
+
+  if (input->held_cr)
+    input->block[0] = '\r';
+
+  n = g_input_stream_read (input->stream, input->block + start, BLOCK_SIZE, cancellable, error);
+  if (n < 0)
+    return FALSE;
+
+  input->size += n;
+  input->at_end = n == 0;
+  *len = outbox_cli_message_normalize (input->block, start + n, input->at_end, &input->held_cr);
+
+  return TRUE;
+}
+
+/* Reads the rest of standard input. With @find_nul, looks for a NUL byte
+ * in it, @lines being the number of LFs before. */
+static gboolean
+drain_input (Input        *input,
+             gboolean      find_nul,
+             guint64       lines,
+             GCancellable *cancellable,
+             GError      **error)
+{
+  while (!input->at_end)
+    {
+      const guint8 *nul;
+      gsize         len;
+
+      if (!read_block (input, &len, cancellable, error))
+        return FALSE;
+
+      if (!find_nul)
+        continue;
+
+      nul = memchr (input->block, '\0', len);
+      if (nul != NULL)
+        {
+          input->nul_error = outbox_cli_message_nul_error_new (
+            lines + count_lines (input->block, nul - input->block) + 1);
+          find_nul = FALSE;
+        }
       else
         {
+          lines += count_lines (input->block, len);
+        }
+    }
+
+  return TRUE;
+}
+
+/* Reads until the header is complete, then checks that there is no NUL
+ * byte in what was read. If something is wrong, reads the rest too. */
+static void
+read_header_thread (GTask        *task,
+                    gpointer      source_object,
+                    gpointer      task_data,
+                    GCancellable *cancellable)
+{
+  Send         *self = task_data;
+  Input        *input = self->input;
+  GError       *error = NULL;
+  gboolean      done = FALSE;
+  const guint8 *nul;
+
+  while (!done && input->header_error == NULL)
+    {
+      gsize len;
+
+      if (!read_block (input, &len, cancellable, &error))
+        {
+          g_task_return_error (task, error);
+          return;
+        }
+
+      g_byte_array_append (input->head, input->block, len);
+
+      if (input->at_end && input->size == 0)
+        {
           /* clang-format off */
-          fail (self, EX_IOERR, _("Could not read the message from standard input: %s"),
-                error->message);
+          input->header_error = g_error_new_literal (OUTBOX_CLI_MESSAGE_ERROR,
+                                                     OUTBOX_CLI_MESSAGE_ERROR_EMPTY,
+                                                     _("The message is empty."));
+          /* clang-format on */
+          break;
+        }
+
+      if (!outbox_cli_message_read_header (self->message, (const char *) input->head->data,
+                                           input->head->len, input->at_end, &done,
+                                           &input->body_offset, &input->header_error))
+        break;
+
+      /* All of the input is all there is to decide on. */
+      g_assert (done || !input->at_end);
+
+      if (!done && input->head->len > MAX_HEADER_SIZE)
+        {
+          /* clang-format off */
+          input->header_error = g_error_new (OUTBOX_CLI_MESSAGE_ERROR,
+                                             OUTBOX_CLI_MESSAGE_ERROR_HEADER,
+                                             _("The message header goes on for more than %u MiB. "
+                                               "An empty line must separate the header from the "
+                                               "body."),
+                                             MAX_HEADER_MIB);
           /* clang-format on */
         }
-      return;
     }
 
-  input = g_memory_output_stream_steal_as_bytes (G_MEMORY_OUTPUT_STREAM (memory));
-  code = prepare_message (self, input);
-  if (code != EX_OK)
+  /* A NUL byte anywhere is what to say first. */
+  nul = input->head->len > 0 ? memchr (input->head->data, '\0', input->head->len) : NULL;
+  if (nul != NULL)
     {
-      finish (self, code);
+      input->nul_error = outbox_cli_message_nul_error_new (
+        count_lines (input->head->data, nul - input->head->data) + 1);
+    }
+
+  if (input->nul_error != NULL || input->header_error != NULL)
+    {
+      if (!drain_input (input, input->nul_error == NULL,
+                        count_lines (input->head->data, input->head->len), cancellable,
+                        &error))
+        {
+          g_task_return_error (task, error);
+          return;
+        }
+    }
+
+  g_task_return_boolean (task, TRUE);
+}
+
+/* What is left of the head is the start of the body; the rest of the body
+ * goes from standard input to the store, a block at a time. */
+static void
+read_body_thread (GTask        *task,
+                  gpointer      source_object,
+                  gpointer      task_data,
+                  GCancellable *cancellable)
+{
+  Send   *self = task_data;
+  Input  *input = self->input;
+  GError *error = NULL;
+
+  input->lines_before = count_lines (input->head->data, input->body_offset);
+
+  if (input->head->len > input->body_offset &&
+      !outbox_store_writer_write (self->writer, input->head->data + input->body_offset,
+                                  input->head->len - input->body_offset, &input->store_error))
+    {
+      if (!drain_input (input, TRUE, count_lines (input->head->data, input->head->len),
+                        cancellable, &error))
+        g_task_return_error (task, error);
+      else
+        g_task_return_boolean (task, TRUE);
       return;
     }
 
+  g_clear_pointer (&input->head, g_byte_array_unref);
+
+  while (!input->at_end)
+    {
+      const guint8 *nul;
+      const char   *path;
+      gboolean      counted;
+      gsize         len;
+      guint64       lines = 0;
+
+      if (!read_block (input, &len, cancellable, &error))
+        {
+          g_task_return_error (task, error);
+          return;
+        }
+
+      nul = memchr (input->block, '\0', len);
+      if (nul == NULL && outbox_store_writer_write (self->writer, input->block, len,
+                                                    &input->store_error))
+        continue;
+
+      /* The message stops here: a NUL byte, or the store failed. Which
+       * line is this? The body read before this block is in the store's
+       * file. */
+      path = outbox_store_writer_get_path (self->writer);
+      counted = count_lines_in_file (path, input->header_size,
+                                     outbox_store_writer_get_size (self->writer), &lines);
+      if (counted)
+        {
+          lines += input->lines_before;
+          if (nul != NULL)
+            input->nul_error = outbox_cli_message_nul_error_new (
+              lines + count_lines (input->block, nul - input->block) + 1);
+          lines += count_lines (input->block, len);
+        }
+      else if (input->store_error == NULL)
+        {
+          g_autofree char *display = g_filename_display_name (path);
+
+          /* Without the count, only the store's trouble can be told. */
+          input->store_error = g_error_new (G_IO_ERROR, G_IO_ERROR_FAILED,
+                                            _("Could not read the file “%s” again"), display);
+        }
+
+      /* After a failed write, a NUL byte further on is still the error to
+       * tell. */
+      if (!drain_input (input, counted && input->nul_error == NULL, lines, cancellable, &error))
+        {
+          g_task_return_error (task, error);
+          return;
+        }
+      break;
+    }
+
+  g_task_return_boolean (task, TRUE);
+}
+
+/* Reading standard input (main thread) */
+
+static void
+read_failed (Send   *self,
+             GError *error)
+{
+  if (is_cancelled (error))
+    cancelled (self);
+  else
+    {
+      /* clang-format off */
+      fail (self, EX_IOERR, _("Could not read the message from standard input: %s"),
+            error->message);
+      /* clang-format on */
+    }
+}
+
+/* Once all of the input is read: says what is wrong with the message, if
+ * anything is. Returns whether it was. */
+static gboolean
+refused (Send *self)
+{
+  Input *input = self->input;
+
+  if (input->nul_error != NULL)
+    fail (self, EX_DATAERR, "%s", input->nul_error->message);
+  else if (input->header_error != NULL)
+    fail (self, EX_DATAERR, "%s", input->header_error->message);
+  else if (self->problem != NULL)
+    fail (self, self->problem_code, "%s", self->problem);
+  else if (input->store_error != NULL)
+    {
+      /* clang-format off */
+      fail (self, EX_CANTCREAT,
+            _("The message could not be saved in the outbox, so it was not sent: %s"),
+            input->store_error->message);
+      /* clang-format on */
+    }
+  else
+    return FALSE;
+
+  /* Nothing is kept. */
+  g_clear_pointer (&self->writer, outbox_store_writer_free);
+
+  return TRUE;
+}
+
+static void
+run_input_task (Send               *self,
+                GTaskThreadFunc     thread_func,
+                GAsyncReadyCallback callback)
+{
+  g_autoptr (GTask) task = g_task_new (NULL, self->cancellable, callback, self);
+
+  g_task_set_source_tag (task, thread_func);
+  g_task_set_task_data (task, self, NULL);
+  g_task_run_in_thread (task, thread_func);
+}
+
+static void
+drain_cb (GObject      *object,
+          GAsyncResult *result,
+          gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
+    {
+      read_failed (self, error);
+      return;
+    }
+
+  refused (self);
+}
+
+/* The rest of standard input, to find a NUL byte in it. */
+static void
+drain_thread (GTask        *task,
+              gpointer      source_object,
+              gpointer      task_data,
+              GCancellable *cancellable)
+{
+  Send   *self = task_data;
+  Input  *input = self->input;
+  GError *error = NULL;
+
+  if (!drain_input (input, TRUE, count_lines (input->head->data, input->head->len), cancellable,
+                    &error))
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
+static void
+read_body_cb (GObject      *object,
+              GAsyncResult *result,
+              gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
+    {
+      read_failed (self, error);
+      return;
+    }
+
+  if (refused (self))
+    return;
+
+  g_clear_pointer (&self->input, input_free);
   find_password (self);
+}
+
+/* Starts the message in the outbox with its header. */
+static gboolean
+begin_store (Send    *self,
+             GError **error)
+{
+  g_autoptr (GBytes) header = outbox_cli_message_header_to_bytes (self->message);
+
+  self->store = outbox_store_new (NULL);
+  self->writer = outbox_store_begin_add (self->store, OUTBOX_FOLDER_OUTBOX, error);
+  if (self->writer == NULL)
+    return FALSE;
+
+  self->input->header_size = g_bytes_get_size (header);
+
+  return outbox_store_writer_write (self->writer, g_bytes_get_data (header, NULL),
+                                    g_bytes_get_size (header), error);
+}
+
+static void
+read_header_cb (GObject      *object,
+                GAsyncResult *result,
+                gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
+    {
+      read_failed (self, error);
+      return;
+    }
+
+  /* A broken header or a NUL byte: the rest was read already. */
+  if (refused (self))
+    return;
+
+  if (prepare_message (self) != EX_OK)
+    {
+      run_input_task (self, drain_thread, drain_cb);
+      return;
+    }
+
+  if (!begin_store (self, &self->input->store_error))
+    {
+      g_clear_pointer (&self->writer, outbox_store_writer_free);
+      run_input_task (self, drain_thread, drain_cb);
+      return;
+    }
+
+  g_clear_pointer (&self->message, outbox_cli_message_free);
+  run_input_task (self, read_body_thread, read_body_cb);
 }
 
 static void
 read_message (Send *self)
 {
-  g_autoptr (GInputStream) input = g_unix_input_stream_new (STDIN_FILENO, FALSE);
-  g_autoptr (GOutputStream) memory = g_memory_output_stream_new_resizable ();
+  self->input = g_new0 (Input, 1);
+  self->input->stream = g_unix_input_stream_new (STDIN_FILENO, FALSE);
+  self->input->block = g_malloc (BLOCK_SIZE + 1);
+  self->input->head = g_byte_array_new ();
+  self->message = outbox_cli_message_new (self->opts.read_recipients);
 
-  g_output_stream_splice_async (memory, input,
-                                G_OUTPUT_STREAM_SPLICE_CLOSE_SOURCE |
-                                  G_OUTPUT_STREAM_SPLICE_CLOSE_TARGET,
-                                G_PRIORITY_DEFAULT, self->cancellable, read_message_cb, self);
+  run_input_task (self, read_header_thread, read_header_cb);
 }
 
 static gboolean

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 #define G_LOG_DOMAIN "outbox-mail"
+/* memrchr() */
+#define _GNU_SOURCE
 
 #include "config.h"
 
@@ -707,6 +709,111 @@ outbox_message_to_bytes (GMimeMessage *message)
   return g_bytes_new (array->data, array->len);
 }
 
+/* Scanning for 8-bit data and long lines */
+
+#define HIGH_BITS G_GUINT64_CONSTANT (0x8080808080808080)
+
+/* Whether any byte of @data is over 127: eight bytes at a time, in runs
+ * the compiler can vectorise. */
+static gboolean
+has_8bit_bytes (const guint8 *data,
+                gsize         len)
+{
+  gsize i = 0;
+
+  for (; i + 256 <= len; i += 256)
+    {
+      guint64 any = 0;
+
+      for (gsize j = 0; j < 256; j += 8)
+        {
+          guint64 word;
+
+          memcpy (&word, data + i + j, sizeof word);
+          any |= word;
+        }
+
+      if ((any & HIGH_BITS) != 0)
+        return TRUE;
+    }
+
+  for (; i < len; i++)
+    {
+      if (data[i] & 0x80)
+        return TRUE;
+    }
+
+  return FALSE;
+}
+
+/* Whether a line of @data is over 998 octets, given that the line going on
+ * at its start has @scan->line octets already. Rather than visiting every
+ * line, it looks for the last LF within reach of the current line's start:
+ * the lines up to it are all short enough, and the search goes on after
+ * it. */
+static void
+scan_lines (OutboxMessageScan *scan,
+            const guint8      *data,
+            gsize              len)
+{
+  const guint8 *p = data;
+  const guint8 *end = data + len;
+
+  while (p < end)
+    {
+      if (scan->line < 999)
+        {
+          /* An LF within this many octets ends the line in time. */
+          gsize         n = MIN (999 - scan->line, (gsize) (end - p));
+          const guint8 *lf = memrchr (p, '\n', n);
+
+          if (lf != NULL)
+            {
+              scan->line = 0;
+              p = lf + 1;
+              continue;
+            }
+
+          scan->line += n;
+          p += n;
+
+          /* 999 octets are too many, unless the last is a CR that an LF
+           * follows. */
+          if (scan->line == 999 && p[-1] != '\r')
+            {
+              scan->has_long_lines = TRUE;
+              return;
+            }
+        }
+      else if (*p == '\n')
+        {
+          /* 998 octets, a CR and the LF. */
+          scan->line = 0;
+          p++;
+        }
+      else
+        {
+          scan->has_long_lines = TRUE;
+          return;
+        }
+    }
+}
+
+void
+outbox_message_scan_update (OutboxMessageScan *scan,
+                            const guint8      *data,
+                            gsize              len)
+{
+  g_return_if_fail (scan != NULL);
+  g_return_if_fail (data != NULL || len == 0);
+
+  if (!scan->has_8bit)
+    scan->has_8bit = has_8bit_bytes (data, len);
+
+  if (!scan->has_long_lines)
+    scan_lines (scan, data, len);
+}
+
 gboolean
 outbox_message_file_scan (GFile        *file,
                           gboolean     *has_8bit,
@@ -716,7 +823,7 @@ outbox_message_file_scan (GFile        *file,
 {
   g_autoptr (GFileInputStream) stream = NULL;
   g_autofree guint8 *buf = NULL;
-  gsize              line = 0;
+  OutboxMessageScan  scan = OUTBOX_MESSAGE_SCAN_INIT;
   gssize             n;
 
   g_return_val_if_fail (G_IS_FILE (file), FALSE);
@@ -728,30 +835,13 @@ outbox_message_file_scan (GFile        *file,
   if (stream == NULL)
     return FALSE;
 
-  buf = g_malloc (64 * 1024);
-  while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 64 * 1024, cancellable, error)) > 0)
-    {
-      const guint8 *p = buf;
-      const guint8 *end = buf + n;
+  buf = g_malloc (256 * 1024);
+  while ((n = g_input_stream_read (G_INPUT_STREAM (stream), buf, 256 * 1024, cancellable,
+                                   error)) > 0)
+    outbox_message_scan_update (&scan, buf, n);
 
-      /* Line by line with memchr(), which is fast on long buffers. */
-      while (p < end)
-        {
-          const guint8 *lf = memchr (p, '\n', end - p);
-          const guint8 *stop = lf != NULL ? lf : end;
-
-          for (const guint8 *q = p; q < stop && !*has_8bit; q++)
-            if (*q & 0x80)
-              *has_8bit = TRUE;
-
-          line += stop - p;
-          if (line > 999 || (line > 998 && (lf == NULL || stop[-1] != '\r')))
-            *has_long_lines = TRUE;
-          if (lf != NULL)
-            line = 0;
-          p = lf != NULL ? lf + 1 : end;
-        }
-    }
+  *has_8bit = scan.has_8bit;
+  *has_long_lines = scan.has_long_lines;
 
   return n == 0;
 }

@@ -61,6 +61,23 @@ GMimeMessage   *outbox_message_build        (const OutboxDraft  *draft,
 /* The message as it will be stored: LF line endings. */
 GBytes         *outbox_message_to_bytes     (GMimeMessage *message);
 
+/* What outbox_message_file_scan() finds, for a message given in pieces
+ * of any size: whether it has bytes over 127, and lines longer than SMTP
+ * allows (over 998 octets, counting neither the LF nor a CR that ends the
+ * line). Start from OUTBOX_MESSAGE_SCAN_INIT. */
+typedef struct
+{
+  gsize    line;           /* octets of the current line so far */
+  gboolean has_8bit;
+  gboolean has_long_lines;
+} OutboxMessageScan;
+
+#define OUTBOX_MESSAGE_SCAN_INIT { 0, FALSE, FALSE }
+
+void            outbox_message_scan_update  (OutboxMessageScan *scan,
+                                             const guint8      *data,
+                                             gsize              len);
+
 /* Whether a stored message has bytes over 127, and lines longer than SMTP
  * allows (998 octets). Blocking: for worker threads. */
 gboolean        outbox_message_file_scan    (GFile         *file,

@@ -333,9 +333,18 @@ load_thread (GTask        *task,
   /* Messages Outbox builds are always 7-bit with short lines; others
    * (from outbox-send) may not be. Lines over 998 octets are encoded
    * whatever the server; a message with 8-bit data gets a 7-bit copy in
-   * case the server has no 8BITMIME. */
-  if (outbox_message_file_scan (file, &has_8bit, &has_long_lines, cancellable, NULL) &&
-      (has_8bit || has_long_lines))
+   * case the server has no 8BITMIME. The store noted which when the
+   * message was added; only a message stored before it did is read
+   * through here. */
+  if (!outbox_store_get_content_flags (data->store, OUTBOX_FOLDER_OUTBOX, data->id, &has_8bit,
+                                       &has_long_lines) &&
+      !outbox_message_file_scan (file, &has_8bit, &has_long_lines, cancellable, NULL))
+    {
+      has_8bit = FALSE;
+      has_long_lines = FALSE;
+    }
+
+  if (has_8bit || has_long_lines)
     {
       g_autofree char *folder = outbox_store_get_folder_path (data->store, OUTBOX_FOLDER_OUTBOX);
       g_autofree char *name = g_strconcat (data->id, ".7bit", NULL);

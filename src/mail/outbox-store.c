@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +29,19 @@ struct _OutboxStore
   GObject parent_instance;
 
   char *root;
+};
+
+struct _OutboxStoreWriter
+{
+  OutboxStore      *store;
+  OutboxFolder      folder;
+  char             *id;
+  char             *tmp_path;
+  int               fd;          /* -1 once closed */
+  int               write_errno; /* of the first failed write, or 0 */
+  guint64           size;
+  OutboxMessageScan scan;
+  gboolean          finished; /* committed, or the commit failed */
 };
 
 G_DEFINE_FINAL_TYPE (OutboxStore, outbox_store, G_TYPE_OBJECT)
@@ -222,6 +237,27 @@ sync_parent_dir (const char *path,
   return sync_dir (dir, error);
 }
 
+/* Writes all of @data to @fd. Returns 0, or the errno of the failure. */
+static int
+write_all (int           fd,
+           const guint8 *data,
+           gsize         len)
+{
+  while (len > 0)
+    {
+      gssize n = write (fd, data, MIN (len, (gsize) G_MAXSSIZE));
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return errno;
+      data += n;
+      len -= n;
+    }
+
+  return 0;
+}
+
 /* Writes @data to the new file @path (which must not exist) and fsyncs it. */
 static gboolean
 write_new_file (const char   *path,
@@ -230,34 +266,23 @@ write_new_file (const char   *path,
                 GError      **error)
 {
   int fd;
+  int saved_errno;
 
   fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0)
     return set_errno_error (error, errno, ACTION_CREATE_FILE, path);
 
-  while (len > 0)
+  saved_errno = write_all (fd, data, len);
+  if (saved_errno != 0)
     {
-      gssize n = write (fd, data, len);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        {
-          int saved_errno = errno;
-
-          close (fd);
-          g_unlink (path);
-          return set_errno_error (error, saved_errno, ACTION_WRITE_FILE,
-                                  path);
-        }
-      data += n;
-      len -= n;
+      close (fd);
+      g_unlink (path);
+      return set_errno_error (error, saved_errno, ACTION_WRITE_FILE, path);
     }
 
   if (fsync (fd) != 0 || close (fd) != 0)
     {
-      int saved_errno = errno;
-
+      saved_errno = errno;
       g_unlink (path);
       return set_errno_error (error, saved_errno, ACTION_SAVE_FILE, path);
     }
@@ -298,15 +323,12 @@ write_file_atomically (const char   *tmp_path,
   return sync_parent_dir (path, error);
 }
 
-/* A Maildir unique name: time.MusecPpidQcounterRrandom.host */
+/* The host name as unique names have it. */
 static char *
-make_unique_name (void)
+name_host (void)
 {
-  static int  counter = 0;
-  gint64      now = g_get_real_time ();
   GString    *host = g_string_new (NULL);
   const char *p;
-  char       *name;
 
   for (p = g_get_host_name (); *p != '\0'; p++)
     {
@@ -318,12 +340,51 @@ make_unique_name (void)
   if (host->len == 0)
     g_string_append (host, "localhost");
 
-  name = g_strdup_printf ("%" G_GINT64_FORMAT ".M%06dP%dQ%dR%08x.%s", now / G_USEC_PER_SEC,
-                          (int) (now % G_USEC_PER_SEC), (int) getpid (),
-                          g_atomic_int_add (&counter, 1), g_random_int (), host->str);
-  g_string_free (host, TRUE);
+  return g_string_free (host, FALSE);
+}
 
-  return name;
+/* A Maildir unique name: time.MusecPpidQcounterRrandom.host */
+static char *
+make_unique_name (void)
+{
+  static int       counter = 0;
+  gint64           now = g_get_real_time ();
+  g_autofree char *host = name_host ();
+
+  return g_strdup_printf ("%" G_GINT64_FORMAT ".M%06dP%dQ%dR%08x.%s", now / G_USEC_PER_SEC,
+                          (int) (now % G_USEC_PER_SEC), (int) getpid (),
+                          g_atomic_int_add (&counter, 1), g_random_int (), host);
+}
+
+/* Whether the unique name @name was made by a process of this computer
+ * that is still running. */
+static gboolean
+made_by_live_process (const char *name)
+{
+  g_autofree char *host = NULL;
+  const char      *p = strstr (name, ".M");
+  const char      *r;
+  char            *end;
+  long             pid;
+
+  if (p == NULL || (p = strchr (p, 'P')) == NULL || !g_ascii_isdigit (p[1]))
+    return FALSE;
+
+  pid = strtol (p + 1, &end, 10);
+  if (*end != 'Q' || pid <= 0 || pid > G_MAXINT)
+    return FALSE;
+
+  /* "R" and eight hex digits, then the host. */
+  r = strchr (end, 'R');
+  if (r == NULL || strlen (r) < 10 || r[9] != '.')
+    return FALSE;
+
+  host = name_host ();
+  if (!g_str_has_prefix (r + 10, host) ||
+      (r[10 + strlen (host)] != '\0' && r[10 + strlen (host)] != '.'))
+    return FALSE;
+
+  return kill ((pid_t) pid, 0) == 0 || errno == EPERM;
 }
 
 /* The id of a Maildir file name: the name without its ":2,..." info. */
@@ -496,6 +557,13 @@ clean_stale_files (OutboxStore *self,
               g_hash_table_contains (message_ids, name))
             continue;
 
+          /* A message still being written may take its time (a slow
+           * writer on the other end of outbox-send's standard input, a
+           * password prompt): its file is not a leftover while the
+           * process that writes it lives. */
+          if (dirs[i] == tmp_dir && made_by_live_process (name))
+            continue;
+
           path = g_build_filename (dirs[i], name, NULL);
           if (is_stale (path))
             {
@@ -630,6 +698,47 @@ outbox_store_get_message_file (OutboxStore *self,
   return g_file_new_for_path (path);
 }
 
+/* Picks a new id for @folder and creates its file in tmp/, open for
+ * writing in @fd. */
+static char *
+create_tmp_file (OutboxStore *self,
+                 OutboxFolder folder,
+                 char       **tmp_path,
+                 int         *fd,
+                 GError     **error)
+{
+  guint attempt;
+
+  for (attempt = 0; attempt < 10; attempt++)
+    {
+      g_autofree char *id = make_unique_name ();
+      g_autofree char *path = find_message_path (self, folder, id);
+      g_autofree char *env_path = envelope_path (self, folder, id);
+      g_autofree char *tmp = NULL;
+
+      if (path != NULL || g_file_test (env_path, G_FILE_TEST_EXISTS))
+        continue;
+
+      tmp = g_build_filename (self->root, folder_names[folder], "tmp", id, NULL);
+      *fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (*fd >= 0)
+        {
+          *tmp_path = g_steal_pointer (&tmp);
+          return g_steal_pointer (&id);
+        }
+
+      if (errno != EEXIST)
+        {
+          set_errno_error (error, errno, ACTION_CREATE_FILE, tmp);
+          return NULL;
+        }
+    }
+
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+               _("Could not find a free name for the message"));
+  return NULL;
+}
+
 char *
 outbox_store_add (OutboxStore          *self,
                   OutboxFolder          folder,
@@ -638,14 +747,9 @@ outbox_store_add (OutboxStore          *self,
                   const char           *account_id,
                   GError              **error)
 {
-  g_autoptr (GKeyFile) key_file = NULL;
-  g_autofree char *id = NULL;
-  g_autofree char *tmp_path = NULL;
-  g_autofree char *new_path = NULL;
-  g_autofree char *env_path = NULL;
-  const guint8    *data;
-  gsize            len;
-  guint            attempt;
+  g_autoptr (OutboxStoreWriter) writer = NULL;
+  const guint8 *data;
+  gsize         len;
 
   g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
   g_return_val_if_fail (folder_is_valid (folder), NULL);
@@ -653,36 +757,133 @@ outbox_store_add (OutboxStore          *self,
   g_return_val_if_fail (envelope != NULL && envelope->from != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
+  writer = outbox_store_begin_add (self, folder, error);
+  if (writer == NULL)
+    return NULL;
+
+  data = g_bytes_get_data (message, &len);
+  if (!outbox_store_writer_write (writer, data, len, error))
+    return NULL;
+
+  return outbox_store_writer_commit (writer, envelope, account_id, error);
+}
+
+/* Streaming adds */
+
+OutboxStoreWriter *
+outbox_store_begin_add (OutboxStore *self,
+                        OutboxFolder folder,
+                        GError     **error)
+{
+  g_autofree char   *tmp_path = NULL;
+  g_autofree char   *id = NULL;
+  OutboxStoreWriter *writer;
+  int                fd = -1;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), NULL);
+  g_return_val_if_fail (folder_is_valid (folder), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
   if (!ensure_folder (self, folder, error))
     return NULL;
 
-  for (attempt = 0;; attempt++)
+  id = create_tmp_file (self, folder, &tmp_path, &fd, error);
+  if (id == NULL)
+    return NULL;
+
+  writer = g_new0 (OutboxStoreWriter, 1);
+  writer->store = g_object_ref (self);
+  writer->folder = folder;
+  writer->id = g_steal_pointer (&id);
+  writer->tmp_path = g_steal_pointer (&tmp_path);
+  writer->fd = fd;
+  writer->scan = (OutboxMessageScan) OUTBOX_MESSAGE_SCAN_INIT;
+
+  return writer;
+}
+
+gboolean
+outbox_store_writer_write (OutboxStoreWriter *writer,
+                           const guint8      *data,
+                           gsize              len,
+                           GError           **error)
+{
+  g_return_val_if_fail (writer != NULL, FALSE);
+  g_return_val_if_fail (!writer->finished, FALSE);
+  g_return_val_if_fail (data != NULL || len == 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  /* A file with a hole in it is no message: once a write failed, so does
+   * everything after it. */
+  if (writer->write_errno == 0)
+    writer->write_errno = write_all (writer->fd, data, len);
+  if (writer->write_errno != 0)
+    return set_errno_error (error, writer->write_errno, ACTION_WRITE_FILE, writer->tmp_path);
+
+  writer->size += len;
+  outbox_message_scan_update (&writer->scan, data, len);
+
+  return TRUE;
+}
+
+guint64
+outbox_store_writer_get_size (OutboxStoreWriter *writer)
+{
+  g_return_val_if_fail (writer != NULL, 0);
+
+  return writer->size;
+}
+
+const char *
+outbox_store_writer_get_path (OutboxStoreWriter *writer)
+{
+  g_return_val_if_fail (writer != NULL, NULL);
+
+  return writer->finished ? NULL : writer->tmp_path;
+}
+
+char *
+outbox_store_writer_commit (OutboxStoreWriter    *writer,
+                            const OutboxEnvelope *envelope,
+                            const char           *account_id,
+                            GError              **error)
+{
+  OutboxStore *self;
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autofree char *new_path = NULL;
+  g_autofree char *env_path = NULL;
+  int              fd;
+
+  g_return_val_if_fail (writer != NULL, NULL);
+  g_return_val_if_fail (!writer->finished, NULL);
+  g_return_val_if_fail (envelope != NULL && envelope->from != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (writer->write_errno != 0)
     {
-      g_autofree char *path = NULL;
-
-      g_free (id);
-      id = make_unique_name ();
-      g_clear_pointer (&tmp_path, g_free);
-      g_clear_pointer (&new_path, g_free);
-      g_clear_pointer (&env_path, g_free);
-      tmp_path = g_build_filename (self->root, folder_names[folder], "tmp", id, NULL);
-      new_path = g_build_filename (self->root, folder_names[folder], "new", id, NULL);
-      env_path = envelope_path (self, folder, id);
-      path = find_message_path (self, folder, id);
-
-      if (path == NULL && !g_file_test (tmp_path, G_FILE_TEST_EXISTS) &&
-          !g_file_test (env_path, G_FILE_TEST_EXISTS))
-        break;
-
-      if (attempt == 10)
-        {
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                       _("Could not find a free name for the message"));
-          return NULL;
-        }
+      set_errno_error (error, writer->write_errno, ACTION_WRITE_FILE, writer->tmp_path);
+      return NULL;
     }
 
-  /* The envelope first: a message that is listed always has one. */
+  self = writer->store;
+  writer->finished = TRUE;
+  new_path = g_build_filename (self->root, folder_names[writer->folder], "new", writer->id, NULL);
+  env_path = envelope_path (self, writer->folder, writer->id);
+
+  /* The message's bytes are safe on disk before anything points at them. */
+  fd = writer->fd;
+  writer->fd = -1;
+  if (fsync (fd) != 0 || close (fd) != 0)
+    {
+      int saved_errno = errno;
+
+      g_unlink (writer->tmp_path);
+      set_errno_error (error, saved_errno, ACTION_SAVE_FILE, writer->tmp_path);
+      return NULL;
+    }
+
+  /* The envelope before the message: a message that is listed always has
+   * one. */
   key_file = g_key_file_new ();
   g_key_file_set_string (key_file, ENVELOPE_GROUP, "from", envelope->from);
   g_key_file_set_string_list (key_file, ENVELOPE_GROUP, "recipients",
@@ -691,24 +892,46 @@ outbox_store_add (OutboxStore          *self,
                                 ? g_strv_length (envelope->recipients)
                                 : 0);
   g_key_file_set_string (key_file, ENVELOPE_GROUP, "account", account_id != NULL ? account_id : "");
+  g_key_file_set_boolean (key_file, ENVELOPE_GROUP, "has-8bit", writer->scan.has_8bit);
+  g_key_file_set_boolean (key_file, ENVELOPE_GROUP, "long-lines", writer->scan.has_long_lines);
   set_status (key_file, OUTBOX_STATE_QUEUED, NULL);
   g_key_file_set_integer (key_file, STATUS_GROUP, "attempts", 0);
 
-  if (!save_key_file (self, folder, id, key_file, error))
-    return NULL;
-
-  data = g_bytes_get_data (message, &len);
-  if (!write_new_file (tmp_path, data, len, error) ||
-      !rename_file (tmp_path, new_path, error) ||
-      !sync_parent_dir (new_path, error))
+  if (!save_key_file (self, writer->folder, writer->id, key_file, error))
     {
-      g_unlink (tmp_path);
+      g_unlink (writer->tmp_path);
+      return NULL;
+    }
+
+  /* The commit point. */
+  if (!rename_file (writer->tmp_path, new_path, error) || !sync_parent_dir (new_path, error))
+    {
+      g_unlink (writer->tmp_path);
       g_unlink (new_path);
       g_unlink (env_path);
       return NULL;
     }
 
-  return g_steal_pointer (&id);
+  return g_strdup (writer->id);
+}
+
+void
+outbox_store_writer_free (OutboxStoreWriter *writer)
+{
+  if (writer == NULL)
+    return;
+
+  if (writer->fd >= 0)
+    close (writer->fd);
+
+  /* Given up before the commit: nothing of it stays. */
+  if (!writer->finished && g_unlink (writer->tmp_path) != 0 && errno != ENOENT)
+    g_debug ("Could not remove %s: %s", writer->tmp_path, g_strerror (errno));
+
+  g_clear_object (&writer->store);
+  g_free (writer->id);
+  g_free (writer->tmp_path);
+  g_free (writer);
 }
 
 gboolean
@@ -963,6 +1186,43 @@ outbox_store_get_state (OutboxStore *self,
     }
 
   return state;
+}
+
+gboolean
+outbox_store_get_content_flags (OutboxStore *self,
+                                OutboxFolder folder,
+                                const char  *id,
+                                gboolean    *has_8bit,
+                                gboolean    *has_long_lines)
+{
+  g_autoptr (GKeyFile) key_file = NULL;
+  g_autoptr (GError) error = NULL;
+  gboolean eight;
+  gboolean long_lines = FALSE;
+
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (folder_is_valid (folder), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+
+  if (!check_id (id, NULL))
+    return FALSE;
+
+  key_file = load_key_file (self, folder, id, NULL);
+  if (key_file == NULL)
+    return FALSE;
+
+  eight = g_key_file_get_boolean (key_file, ENVELOPE_GROUP, "has-8bit", &error);
+  if (error == NULL)
+    long_lines = g_key_file_get_boolean (key_file, ENVELOPE_GROUP, "long-lines", &error);
+  if (error != NULL)
+    return FALSE;
+
+  if (has_8bit != NULL)
+    *has_8bit = eight;
+  if (has_long_lines != NULL)
+    *has_long_lines = long_lines;
+
+  return TRUE;
 }
 
 guint

@@ -46,6 +46,39 @@ char               *outbox_store_add               (OutboxStore         *self,
                                                     const OutboxEnvelope *envelope,
                                                     const char          *account_id,
                                                     GError             **error);
+
+/* Adding a message written a piece at a time, as it arrives: it is written
+ * to a temporary file, and appears in @folder only when committed, with
+ * the same guarantees as outbox_store_add(). Freeing a writer that was not
+ * committed removes what it wrote. Blocking, like outbox_store_add(); one
+ * thread at a time may use a writer. */
+typedef struct _OutboxStoreWriter OutboxStoreWriter;
+
+OutboxStoreWriter  *outbox_store_begin_add         (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    GError             **error);
+/* Appends @len bytes, written straight from @data (so give it large
+ * pieces), and notes whether they have 8-bit data or long lines for the
+ * envelope. After a failure, every later write and the commit fail too. */
+gboolean            outbox_store_writer_write      (OutboxStoreWriter   *writer,
+                                                    const guint8        *data,
+                                                    gsize                len,
+                                                    GError             **error);
+/* The number of bytes written so far. */
+guint64             outbox_store_writer_get_size   (OutboxStoreWriter   *writer);
+/* The temporary file, until the commit; NULL after it. */
+const char         *outbox_store_writer_get_path   (OutboxStoreWriter   *writer);
+/* Saves the file and its envelope and moves it into the folder's new/.
+ * Returns the new id; on failure nothing is kept. Either way the writer
+ * can only be freed afterwards. */
+char               *outbox_store_writer_commit     (OutboxStoreWriter   *writer,
+                                                    const OutboxEnvelope *envelope,
+                                                    const char          *account_id,
+                                                    GError             **error);
+void                outbox_store_writer_free       (OutboxStoreWriter   *writer);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (OutboxStoreWriter, outbox_store_writer_free)
+
 gboolean            outbox_store_move              (OutboxStore         *self,
                                                     const char          *id,
                                                     OutboxFolder         from,
@@ -79,6 +112,14 @@ gboolean            outbox_store_record_attempt    (OutboxStore         *self,
                                                     OutboxMessageState   state,
                                                     const char          *detail,
                                                     GError             **error);
+/* Whether the message has bytes over 127 and lines over 998 octets, as
+ * recorded when it was added. FALSE if the envelope does not say (it was
+ * written by an older version) or cannot be read. */
+gboolean            outbox_store_get_content_flags (OutboxStore         *self,
+                                                    OutboxFolder         folder,
+                                                    const char          *id,
+                                                    gboolean            *has_8bit,
+                                                    gboolean            *has_long_lines);
 /* The number of delivery attempts recorded; 0 if unknown. */
 guint               outbox_store_get_attempts      (OutboxStore         *self,
                                                     OutboxFolder         folder,
