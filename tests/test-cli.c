@@ -1015,6 +1015,17 @@ test_configuration (void)
   }
 
   {
+    const char *args[] = { "--host", "127.0.0.1", "--auth", "cram-md5", "bob@example.org",
+                           NULL };
+
+    run_cli (&run, args, SIMPLE_MESSAGE, &r);
+    g_assert_cmpint (r.status, ==, EX_USAGE);
+    g_assert_nonnull (strstr (r.err, "--auth wants “scram-sha-256”, “scram-sha-1”, “plain” or "
+                                     "“login”, not “cram-md5”."));
+    result_clear (&r);
+  }
+
+  {
     const char *args[] = { "--port", "587", "bob@example.org", NULL };
 
     run_cli (&run, args, SIMPLE_MESSAGE, &r);
@@ -2159,6 +2170,59 @@ test_stream_big (void)
   run_clear (&run);
 }
 
+/* --auth picks the method; without it, the strongest offered. */
+static void
+test_postfix_auth (void)
+{
+  g_autoptr (OutboxTestPostfix) postfix = NULL;
+  g_autoptr (GPtrArray) delivered = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *port = NULL;
+  g_autofree char *from = NULL;
+  Run              run;
+
+  postfix = outbox_test_postfix_start (test_ca, &error);
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED))
+    {
+      g_test_skip (error->message);
+      return;
+    }
+  g_assert_no_error (error);
+
+  port = g_strdup_printf ("%u", outbox_test_postfix_get_submission_port (postfix));
+  from = g_strdup (outbox_test_postfix_get_username (postfix));
+
+  run_init (&run);
+  g_free (run.password);
+  run.password = g_strdup (outbox_test_postfix_get_password (postfix));
+
+  for (guint i = 0; i < 3; i++)
+    {
+      const char *auth[] = { "plain", "LOGIN", NULL };
+      const char *shown[] = { "C: AUTH PLAIN [redacted]", "C: AUTH LOGIN",
+                              "C: AUTH SCRAM-SHA-256 [redacted]" };
+      const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "starttls",
+                             "--user", from, "--password-fd", "3",
+                             "--ca-file", outbox_test_ca_get_ca_file (test_ca), "-v",
+                             "bob@outbox.test", auth[i] != NULL ? "--auth" : NULL, auth[i], NULL };
+      Result      r;
+
+      run_cli (&run, args, SIMPLE_MESSAGE, &r);
+      g_assert_cmpint (r.status, ==, EX_OK);
+      g_assert_nonnull (strstr (r.err, shown[i]));
+      g_assert_nonnull (strstr (r.err, "S: 235 "));
+      /* One sign-in, with that method. */
+      g_assert_null (strstr (strstr (r.err, "C: AUTH ") + 1, "C: AUTH "));
+      g_assert_null (strstr (r.err, run.password));
+      result_clear (&r);
+    }
+
+  delivered = outbox_test_postfix_wait_for_messages (postfix, 3, 30000, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (delivered->len, ==, 3);
+  run_clear (&run);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -2201,6 +2265,7 @@ main (int   argc,
   g_test_add_func ("/cli/refuse/configuration", test_configuration);
   g_test_add_func ("/cli/refuse/missing-password", test_missing_password);
   g_test_add_func ("/cli/postfix/bcc", test_postfix_bcc);
+  g_test_add_func ("/cli/postfix/auth", test_postfix_auth);
   g_test_add_func ("/cli/stream/big", test_stream_big);
   g_test_add_func ("/cli/stream/crlf-split", test_stream_crlf_split);
   g_test_add_func ("/cli/stream/from-line-no-header", test_stream_from_line_no_header);

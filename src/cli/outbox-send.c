@@ -23,6 +23,7 @@
 #include "outbox-secrets.h"
 #include "outbox-sender.h"
 #include "outbox-smtp-address.h"
+#include "outbox-smtp-auth.h"
 #include "outbox-smtp-client.h"
 #include "outbox-store.h"
 
@@ -82,6 +83,7 @@ typedef struct
   char *user;
   int   password_fd;
   char *ca_file;
+  char *auth;
 
   GStrv recipients;
 } Options;
@@ -156,6 +158,7 @@ options_clear (Options *opts)
   g_clear_pointer (&opts->security, g_free);
   g_clear_pointer (&opts->user, g_free);
   g_clear_pointer (&opts->ca_file, g_free);
+  g_clear_pointer (&opts->auth, g_free);
   g_clear_pointer (&opts->recipients, g_strfreev);
 }
 
@@ -314,6 +317,7 @@ static const char *const value_options[] = {
   "--user",
   "--password-fd",
   "--ca-file",
+  "--auth",
 };
 
 static gboolean
@@ -455,6 +459,9 @@ parse_arguments (Options *opts,
       N_("Read the password from this file descriptor instead of the keyring"), N_("FD") },
     { "ca-file", 0, 0, G_OPTION_ARG_FILENAME, &opts->ca_file,
       N_("Also trust the certificate authority in this PEM file"), N_("FILE") },
+    { "auth", 0, 0, G_OPTION_ARG_STRING, &opts->auth,
+      N_("Sign in only with this method: scram-sha-256, scram-sha-1, plain or login (default: "
+         "the strongest the server offers)"), N_("METHOD") },
     { "body-type", 'B', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opts->body_type,
       NULL, NULL },
     { "queue-tag", 'L', G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opts->queue_tag,
@@ -535,6 +542,15 @@ configure (Send *self)
           return EX_USAGE;
         }
       self->dsn->envid = g_strdup (opts->envid);
+    }
+
+  if (opts->auth != NULL && outbox_smtp_auth_mechanism_lookup (opts->auth) == NULL)
+    {
+      /* clang-format off */
+      say (_("--auth wants “scram-sha-256”, “scram-sha-1”, “plain” or “login”, not “%s”."),
+           opts->auth);
+      /* clang-format on */
+      return EX_USAGE;
     }
 
   if (opts->password_fd == 0 || opts->password_fd < -1)
@@ -1143,6 +1159,10 @@ have_password (Send *self)
     }
 
   g_clear_pointer (&self->password, outbox_cli_password_free);
+
+  /* Checked when the options were read. */
+  if (self->opts.auth != NULL)
+    outbox_smtp_client_set_auth_mechanism (self->client, self->opts.auth, NULL);
 
   if (self->dsn != NULL)
     outbox_smtp_client_set_dsn (self->client, self->dsn);

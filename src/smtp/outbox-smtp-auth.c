@@ -10,6 +10,23 @@
 #include "outbox-smtp-auth.h"
 #include "outbox-smtp-error.h"
 
+const char *const outbox_smtp_auth_mechanisms[] = { "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN",
+                                                    "LOGIN", NULL };
+
+const char *
+outbox_smtp_auth_mechanism_lookup (const char *name)
+{
+  g_return_val_if_fail (name != NULL, NULL);
+
+  for (guint i = 0; outbox_smtp_auth_mechanisms[i] != NULL; i++)
+    {
+      if (g_ascii_strcasecmp (name, outbox_smtp_auth_mechanisms[i]) == 0)
+        return outbox_smtp_auth_mechanisms[i];
+    }
+
+  return NULL;
+}
+
 void
 outbox_smtp_secure_wipe (void *data,
                          gsize len)

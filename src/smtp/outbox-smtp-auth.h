@@ -5,6 +5,13 @@
 
 G_BEGIN_DECLS
 
+/* The mechanisms Outbox knows, strongest first, NULL-terminated. */
+extern const char *const outbox_smtp_auth_mechanisms[];
+
+/* The canonical name of the mechanism @name (any case), or NULL if Outbox
+ * does not know it. */
+const char *outbox_smtp_auth_mechanism_lookup (const char *name);
+
 /* Returns base64 ("" authzid NUL user NUL password), or NULL with an error if
  * the user name or password cannot be encoded (empty, or containing NUL,
  * CR or LF). Free with outbox_smtp_secure_free(). */

@@ -1587,9 +1587,6 @@ on_auth_reply (GTask           *task,
                       _("The server did not accept the sign-in"));
 }
 
-/* The mechanisms Outbox knows, strongest first. */
-static const char *const auth_mechanisms[] = { "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN" };
-
 static gboolean
 auth_mechanism_wanted (OutboxSmtpClient *self,
                        const char       *mechanism)
@@ -3115,13 +3112,10 @@ outbox_smtp_client_set_auth_mechanism (OutboxSmtpClient *self,
       return TRUE;
     }
 
-  for (guint i = 0; i < G_N_ELEMENTS (auth_mechanisms); i++)
+  if (outbox_smtp_auth_mechanism_lookup (mechanism) != NULL)
     {
-      if (g_ascii_strcasecmp (mechanism, auth_mechanisms[i]) == 0)
-        {
-          self->auth_mechanism = auth_mechanisms[i];
-          return TRUE;
-        }
+      self->auth_mechanism = outbox_smtp_auth_mechanism_lookup (mechanism);
+      return TRUE;
     }
 
   {
