@@ -16,7 +16,7 @@
 #include "outbox-smtp-data-filter.h"
 
 /* How much of the message is read, filtered and written at once. */
-#define BODY_CHUNK (64 * 1024)
+#define BODY_CHUNK (1024 * 1024)
 #define BODY_READ  (128 * 1024)
 #define READ_CHUNK (16 * 1024)
 /* BDAT chunks: each waits for its reply, so make them large. */
@@ -141,6 +141,7 @@ struct _Session
   /* Body. */
   OutboxSmtpDataFilter filter;
   GByteArray          *body_out;
+  gboolean             body_out_sent; /* its content went out: start it again */
   guint8              *body_in;
   gsize                body_in_size;
   guint64              body_read;
@@ -546,6 +547,45 @@ session_finish (GTask *task)
 
 /* Writing ----------------------------------------------------------------- */
 
+/* Writes this large (the body) go through a worker thread as one blocking
+ * write: GIO's asynchronous write of a TLS stream hands over one TLS
+ * record per main loop iteration, which for a big message is thousands
+ * of wake-ups, more CPU than the encryption itself. */
+#define THREAD_WRITE_MIN (64 * 1024)
+
+static void
+write_thread (GTask        *write_task,
+              gpointer      source_object,
+              gpointer      task_data,
+              GCancellable *cancellable)
+{
+  GBytes       *bytes = task_data;
+  GError       *error = NULL;
+  gsize         len;
+  gconstpointer data = g_bytes_get_data (bytes, &len);
+
+  /* The cancellable fires on the caller's cancellation and on the step's
+   * timeout; the socket's waits include it. */
+  if (!g_output_stream_write_all (G_OUTPUT_STREAM (source_object), data, len, NULL, cancellable,
+                                  &error))
+    g_task_return_error (write_task, error);
+  else
+    g_task_return_boolean (write_task, TRUE);
+}
+
+static gboolean
+write_finish (GOutputStream *out,
+              GAsyncResult  *result,
+              GError       **error)
+{
+  gsize written = 0;
+
+  if (g_task_is_valid (result, out) && g_task_get_source_tag (G_TASK (result)) == write_thread)
+    return g_task_propagate_boolean (G_TASK (result), error);
+
+  return g_output_stream_write_all_finish (out, result, &written, error);
+}
+
 static void
 on_written_cb (GObject      *source,
                GAsyncResult *result,
@@ -554,12 +594,11 @@ on_written_cb (GObject      *source,
   g_autoptr (GTask) task = user_data;
   Session *s = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
-  gsize    written = 0;
   NextStep next;
 
   session_end_io (task);
 
-  if (!g_output_stream_write_all_finish (G_OUTPUT_STREAM (source), result, &written, &error))
+  if (!write_finish (G_OUTPUT_STREAM (source), result, &error))
     {
       g_clear_pointer (&s->pending_write, g_bytes_unref);
       session_fail_with (task, session_io_error (task, error), NULL, FALSE);
@@ -591,6 +630,20 @@ session_write_bytes (GTask         *task,
   s->on_written = next;
   data = g_bytes_get_data (bytes, &len);
   cancellable = session_begin_io (task, timeout_step, 0);
+
+  if (len >= THREAD_WRITE_MIN)
+    {
+      g_autoptr (GTask) write_task = g_task_new (s->out, cancellable, on_written_cb, task);
+
+      g_task_set_source_tag (write_task, write_thread);
+      g_task_set_task_data (write_task, g_bytes_ref (bytes), (GDestroyNotify) g_bytes_unref);
+      /* What was written is the truth, even if a cancel came meanwhile:
+       * the last chunk carries the end of the message. */
+      g_task_set_check_cancellable (write_task, FALSE);
+      g_task_run_in_thread (write_task, write_thread);
+      return;
+    }
+
   g_output_stream_write_all_async (s->out, data, len, G_PRIORITY_DEFAULT, cancellable,
                                    on_written_cb, task);
 }
@@ -2006,12 +2059,30 @@ new_body_buffer (Session *s)
 
 /* One BDAT command with its chunk in one write; the last one says LAST
  * and, when pipelining, carries QUIT behind it. */
+/* What is in the body buffer goes out from @offset on. The buffer is not
+ * copied: the write keeps a reference, and the buffer is filled again
+ * (from its start) only after the write is done, which is before the next
+ * read. So one buffer serves the whole message. */
+static void
+write_body_buffer (GTask   *task,
+                   gsize    offset,
+                   NextStep next)
+{
+  Session    *s = g_task_get_task_data (task);
+  GByteArray *buf = s->body_out;
+  GBytes     *bytes;
+
+  bytes = g_bytes_new_with_free_func (buf->data + offset, buf->len - offset,
+                                      (GDestroyNotify) g_byte_array_unref, g_byte_array_ref (buf));
+  s->body_out_sent = TRUE;
+  session_write_bytes (task, bytes, OUTBOX_SMTP_STEP_BODY, next);
+}
+
 static void
 send_bdat_chunk (GTask *task)
 {
-  Session    *s = g_task_get_task_data (task);
-  GByteArray *chunk = g_steal_pointer (&s->body_out);
-  g_autoptr (GBytes) whole = NULL;
+  Session         *s = g_task_get_task_data (task);
+  GByteArray      *chunk = s->body_out;
   g_autofree char *header = NULL;
   gsize            header_len;
   gsize            offset;
@@ -2031,26 +2102,59 @@ send_bdat_chunk (GTask *task)
       transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_CLIENT, "QUIT");
     }
 
-  whole = g_byte_array_free_to_bytes (chunk);
-  s->body_out = new_body_buffer (s);
-  session_write_bytes (task, g_bytes_new_from_bytes (whole, offset, g_bytes_get_size (whole) - offset),
-                       OUTBOX_SMTP_STEP_BODY, on_bdat_written);
+  write_body_buffer (task, offset, on_bdat_written);
+}
+
+/* Fills the body buffer up to one chunk (or the end of the message), in
+ * a worker thread: blocking reads of the message stream, each filtered
+ * at once. One thread hop per chunk rather than per read. */
+static void
+fill_thread (GTask        *fill,
+             gpointer      source_object,
+             gpointer      task_data,
+             GCancellable *cancellable)
+{
+  Session *s = task_data;
+  gsize    target = s->chunking ? BDAT_HEADROOM + BDAT_CHUNK : BODY_CHUNK;
+
+  while (s->body_out->len < target)
+    {
+      GError *error = NULL;
+      gssize  n = g_input_stream_read (s->message, s->body_in, s->body_in_size, cancellable,
+                                       &error);
+
+      if (n < 0)
+        {
+          g_task_return_error (fill, error);
+          return;
+        }
+
+      if (n == 0)
+        {
+          s->body_eof = TRUE;
+          outbox_smtp_data_filter_finish (&s->filter, s->body_out);
+          break;
+        }
+
+      s->body_read += n;
+      outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
+    }
+
+  g_task_return_boolean (fill, TRUE);
 }
 
 static void
-on_body_read_cb (GObject      *source,
-                 GAsyncResult *result,
-                 gpointer      user_data)
+on_body_filled_cb (GObject      *source,
+                   GAsyncResult *result,
+                   gpointer      user_data)
 {
   g_autoptr (GTask) task = user_data;
   Session *s = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
-  gssize n;
 
   session_end_io (task);
 
-  n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
-  if (n < 0)
+  if (!g_task_propagate_boolean (G_TASK (result), &error))
     {
       GError *ours;
 
@@ -2065,53 +2169,42 @@ on_body_read_cb (GObject      *source,
       return;
     }
 
-  if (n > 0)
+  if (s->body_eof && s->pipelining && !s->chunking && s->deferred->len == 0 &&
+      next_job_index (s) < 0)
     {
-      s->body_read += n;
-      outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
-    }
-  else
-    {
-      s->body_eof = TRUE;
-      outbox_smtp_data_filter_finish (&s->filter, s->body_out);
-      if (s->pipelining && !s->chunking && s->deferred->len == 0 && next_job_index (s) < 0)
-        {
-          g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
-          s->quit_sent = TRUE;
-        }
+      g_byte_array_append (s->body_out, (const guint8 *) "QUIT\r\n", 6);
+      s->quit_sent = TRUE;
     }
 
   if (s->chunking)
-    {
-      if (s->body_out->len - BDAT_HEADROOM >= BDAT_CHUNK || s->body_eof)
-        send_bdat_chunk (g_steal_pointer (&task));
-      else
-        read_body_chunk (g_steal_pointer (&task));
-      return;
-    }
-
-  /* Gather large writes; the last one carries the final dot. */
-  if (s->body_out->len >= BODY_CHUNK || s->body_eof)
-    {
-      GBytes *bytes = g_byte_array_free_to_bytes (g_steal_pointer (&s->body_out));
-
-      s->body_out = new_body_buffer (s);
-      session_write_bytes (g_steal_pointer (&task), bytes, OUTBOX_SMTP_STEP_BODY,
-                           on_body_written);
-      return;
-    }
-
-  read_body_chunk (g_steal_pointer (&task));
+    send_bdat_chunk (g_steal_pointer (&task));
+  else
+    /* Large writes; the last one carries the final dot. */
+    write_body_buffer (g_steal_pointer (&task), 0, on_body_written);
 }
 
 static void
 read_body_chunk (GTask *task)
 {
-  Session      *s = g_task_get_task_data (task);
-  GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
+  Session *s = g_task_get_task_data (task);
+  g_autoptr (GTask) fill = NULL;
+  GCancellable *cancellable;
 
-  g_input_stream_read_async (s->message, s->body_in, s->body_in_size, G_PRIORITY_DEFAULT,
-                             cancellable, on_body_read_cb, task);
+  if (s->body_out_sent)
+    {
+      /* The last write is done: the buffer is free again. */
+      g_assert (s->pending_write == NULL);
+      g_byte_array_set_size (s->body_out, s->chunking ? BDAT_HEADROOM : 0);
+      s->body_out_sent = FALSE;
+    }
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
+  fill = g_task_new (NULL, cancellable, on_body_filled_cb, task);
+  g_task_set_source_tag (fill, fill_thread);
+  g_task_set_task_data (fill, s, NULL);
+  /* What was read is used; a cancel is seen by the next network step. */
+  g_task_set_check_cancellable (fill, FALSE);
+  g_task_run_in_thread (fill, fill_thread);
 }
 
 static void
@@ -2152,7 +2245,10 @@ start_body (GTask *task)
     outbox_smtp_data_filter_init_bdat (&s->filter);
   else
     outbox_smtp_data_filter_init (&s->filter);
+  g_clear_pointer (&s->body_out, g_byte_array_unref);
   s->body_out = new_body_buffer (s);
+  s->body_out_sent = FALSE;
+  g_clear_pointer (&s->body_in, g_free);
   s->body_in_size = body_buffer_size (s, BODY_READ);
   s->body_in = g_malloc (s->body_in_size);
   read_body_chunk (task);

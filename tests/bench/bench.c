@@ -859,7 +859,8 @@ check_delivery (OutboxTestPostfix *pf,
 
 typedef enum
 {
-  CLIENT_OUTBOX,
+  CLIENT_OUTBOX,       /* AUTH PLAIN, as curl and msmtp */
+  CLIENT_OUTBOX_SCRAM, /* the strongest offered: SCRAM-SHA-256 */
   CLIENT_CURL,
   CLIENT_MSMTP,
   CLIENT_MSMTP_SCRAM,
@@ -1040,6 +1041,7 @@ client_argv (Bench   *b,
   switch (c->kind)
     {
     case CLIENT_OUTBOX:
+    case CLIENT_OUTBOX_SCRAM:
       g_ptr_array_add (argv, g_strdup ("--host"));
       g_ptr_array_add (argv, g_strdup ("127.0.0.1"));
       g_ptr_array_add (argv, g_strdup ("--port"));
@@ -1052,6 +1054,11 @@ client_argv (Bench   *b,
       g_ptr_array_add (argv, g_strdup ("3"));
       g_ptr_array_add (argv, g_strdup ("--ca-file"));
       g_ptr_array_add (argv, g_strdup (outbox_test_ca_get_ca_file (b->ca)));
+      if (c->kind == CLIENT_OUTBOX)
+        {
+          g_ptr_array_add (argv, g_strdup ("--auth"));
+          g_ptr_array_add (argv, g_strdup ("plain"));
+        }
       g_ptr_array_add (argv, g_strdup ("-f"));
       g_ptr_array_add (argv, g_strdup (user));
       g_ptr_array_add (argv, g_strdup (RECIPIENT));
@@ -1637,7 +1644,8 @@ run_once (Bench   *b,
     }
 
   ok = spawn_and_wait (b, strace ? (char **) full->pdata : (char **) argv->pdata,
-                       m->path, log_path, c->kind == CLIENT_OUTBOX, sample, error);
+                       m->path, log_path,
+                       c->kind == CLIENT_OUTBOX || c->kind == CLIENT_OUTBOX_SCRAM, sample, error);
   if (ok && b->relay != NULL)
     ok = relay_wait (b->relay, relay_before, &sample->relay, error);
   if (ok)
@@ -2198,6 +2206,7 @@ main (int   argc,
   gboolean         no_strace = FALSE;
   gboolean         no_relay = FALSE;
   gboolean         msmtp_scram = FALSE;
+  gboolean         no_scram = FALSE;
   gboolean         keep = FALSE;
   gboolean         full_trace = FALSE;
   gboolean         system_trust = FALSE;
@@ -2220,6 +2229,8 @@ main (int   argc,
       "--ca-file is trusted on top of the system store)", NULL },
     { "no-relay", 0, 0, G_OPTION_ARG_NONE, &no_relay,
       "Connect the clients straight to Postfix (no round trips or TLS records then)", NULL },
+    { "no-scram", 0, 0, G_OPTION_ARG_NONE, &no_scram,
+      "Skip the outbox-send run that signs in with SCRAM-SHA-256 (its own choice)", NULL },
     { "msmtp-scram", 0, 0, G_OPTION_ARG_NONE, &msmtp_scram,
       "Also run msmtp with AUTH SCRAM-SHA-256, the mechanism outbox-send picks", NULL },
     { "full-trace", 0, 0, G_OPTION_ARG_NONE, &full_trace,
@@ -2277,6 +2288,8 @@ main (int   argc,
   b.results = g_ptr_array_new ();
   b.clients = g_ptr_array_new ();
   add_client (&b, "outbox-send", CLIENT_OUTBOX, outbox_send);
+  if (!no_scram)
+    add_client (&b, "outbox-scram", CLIENT_OUTBOX_SCRAM, outbox_send);
   add_client (&b, "curl", CLIENT_CURL, curl);
   add_client (&b, "msmtp", CLIENT_MSMTP, msmtp);
   if (msmtp_scram)
@@ -2363,11 +2376,11 @@ main (int   argc,
     printf ("outbox-bench: %s\n", msmtp_version);
   }
   printf ("outbox-bench: Postfix on 127.0.0.1:%u (STARTTLS required, SASL after it; offers "
-          "PLAIN, LOGIN, SCRAM-SHA-1, SCRAM-SHA-256); curl and msmtp use AUTH PLAIN, "
-          "outbox-send picks its own\n",
+          "PLAIN, LOGIN, SCRAM-SHA-1, SCRAM-SHA-256); curl, msmtp and outbox-send (--auth plain) "
+          "use AUTH PLAIN; outbox-scram is outbox-send left to pick, which is SCRAM-SHA-256\n",
           outbox_test_postfix_get_submission_port (b.pf));
-  printf ("outbox-bench: trust: outbox-send loads the system store and its --ca-file; curl "
-          "and msmtp load %s\n",
+  printf ("outbox-bench: trust: outbox-send trusts its --ca-file and the system store (loaded "
+          "only if the --ca-file does not anchor the server); curl and msmtp load %s\n",
           system_trust ? "the system bundle and the test CA (--system-trust)"
                        : "only the test CA (--system-trust makes them load the system "
                          "bundle too)");
