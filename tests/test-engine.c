@@ -607,6 +607,167 @@ run_batch (OutboxSmtpClient  *client,
   outbox_test_outcome_wait (o, client);
 }
 
+/* The end gate: the end of the message waits for the caller ---------------- */
+
+typedef struct
+{
+  OutboxSmtpJob        *job;
+  OutboxTestSmtpServer *srv;
+  GCancellable         *cancellable;
+  const GError         *error;  /* release with this */
+  gboolean              cancel; /* cancel instead of releasing */
+  gboolean              never;  /* neither: let the timeout end it */
+  gboolean              waited; /* the client said it waits */
+  gboolean              data_before_release;
+} EndGate;
+
+static gboolean
+release_end_cb (gpointer user_data)
+{
+  EndGate *g = user_data;
+
+  /* The whole message cannot have reached the server yet. */
+  g->data_before_release = outbox_test_smtp_server_get_data (g->srv) != NULL;
+  if (g->cancel)
+    g_cancellable_cancel (g->cancellable);
+  else
+    outbox_smtp_job_release_end (g->job, g->error);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_gate_transcript (OutboxSmtpClient *client,
+                    guint             kind,
+                    const char       *line,
+                    EndGate          *g)
+{
+  if (strstr (line, "Waiting until the message is saved") == NULL)
+    return;
+
+  g->waited = TRUE;
+  if (!g->never)
+    g_timeout_add (200, release_end_cb, g);
+}
+
+static void
+run_end_gate (EndGate           *g,
+              OutboxSmtpClient **client_out,
+              OutboxTestOutcome *o)
+{
+  g_autoptr (GPtrArray) jobs = make_jobs (1);
+  OutboxSmtpClient *client = make_client (g->srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+
+  g->job = g_ptr_array_index (jobs, 0);
+  outbox_smtp_job_hold_end (g->job);
+  if (g->never)
+    outbox_smtp_client_set_timeout (client, OUTBOX_SMTP_STEP_BODY, 300);
+  g_signal_connect (client, "transcript", G_CALLBACK (on_gate_transcript), g);
+
+  outbox_test_outcome_watch (o, client);
+  outbox_smtp_client_send_batch_async (client, jobs, g->cancellable,
+                                       outbox_test_outcome_batch_cb, o);
+  outbox_test_outcome_wait (o, client);
+  g_assert_true (g->waited);
+
+  if (o->ok)
+    g_assert_true (outbox_smtp_job_get_sent (g->job));
+  else
+    {
+      g_assert_false (outbox_smtp_job_get_sent (g->job));
+      /* Stopped during the upload: not sent, and not "delivery unknown". */
+      g_assert_cmpint (outbox_smtp_job_get_failure (g->job)->step, ==, OUTBOX_SMTP_STEP_BODY);
+    }
+  g->job = NULL;
+  *client_out = client;
+}
+
+/* Released: the end goes out then, and the message is sent. */
+static void
+test_end_gate_release (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  EndGate           g = { .srv = srv };
+  OutboxTestOutcome o;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_body (srv);
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+
+  run_end_gate (&g, &client, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+
+  g_assert_no_error (o.error);
+  g_assert_true (o.ok);
+  g_assert_false (g.data_before_release);
+  {
+    g_autoptr (GBytes) data = outbox_test_smtp_server_get_data (srv);
+
+    static const char expected[] = "Subject: message 0\r\n\r\nBody 0\r\n.\r\n";
+
+    g_assert_cmpmem (g_bytes_get_data (data, NULL), g_bytes_get_size (data), expected,
+                     strlen (expected));
+  }
+  outbox_test_outcome_clear (&o);
+}
+
+/* Released with an error (the outbox copy could not be saved), cancelled,
+ * or never released: the end never goes out. */
+static void
+test_end_gate_stop (gconstpointer data)
+{
+  const char *how = data;
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (GError) disk_full = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                      "No space left on device");
+  EndGate           g = { .srv = srv, .cancellable = cancellable };
+  OutboxTestOutcome o;
+
+  if (strcmp (how, "error") == 0)
+    g.error = disk_full;
+  else if (strcmp (how, "cancel") == 0)
+    g.cancel = TRUE;
+  else
+    g.never = TRUE;
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
+  /* The message is one chunk, held back whole: nothing more comes. */
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  run_end_gate (&g, &client, &o);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  assert_no_failure (srv);
+
+  g_assert_false (o.ok);
+  if (g.error != NULL)
+    g_assert_error (o.error, G_IO_ERROR, G_IO_ERROR_NO_SPACE);
+  else if (g.cancel)
+    g_assert_error (o.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  else
+    g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT);
+  g_assert_null (outbox_test_smtp_server_get_data (srv));
+  g_assert_false (lines_contain (srv, "QUIT"));
+  outbox_test_outcome_clear (&o);
+}
+
 /* A refused message is reset (RSET) and the next one still goes, on the
  * same connection; QUIT only at the end. */
 static void
@@ -1534,6 +1695,10 @@ main (int   argc,
   g_test_add_func ("/engine/recipient-limit", test_recipient_limit);
   g_test_add_func ("/engine/8bitmime", test_8bitmime);
   g_test_add_func ("/engine/batch-reset", test_batch_reset);
+  g_test_add_func ("/engine/end-gate/release", test_end_gate_release);
+  g_test_add_data_func ("/engine/end-gate/release-error", "error", test_end_gate_stop);
+  g_test_add_data_func ("/engine/end-gate/cancel", "cancel", test_end_gate_stop);
+  g_test_add_data_func ("/engine/end-gate/timeout", "timeout", test_end_gate_stop);
   g_test_add_func ("/engine/batch-connection-lost", test_batch_connection_lost);
   g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);
   g_test_add_func ("/engine/all-rejected", test_all_rejected);

@@ -174,6 +174,14 @@ struct _OutboxSmtpJob
   char      *from;
   GPtrArray *recipients;
 
+  /* The end of the message (final dot, BDAT LAST) waits for
+   * outbox_smtp_job_release_end(). */
+  gboolean end_held;
+  gboolean end_released;
+  GError  *end_error;  /* (nullable): give up before the end, with this */
+  GTask   *end_waiter; /* (nullable): the session, waiting */
+  GSource *end_source; /* (nullable): what wakes it */
+
   /* The outcome. */
   gboolean           done;
   gboolean           sent;
@@ -2144,6 +2152,95 @@ fill_thread (GTask        *fill,
 }
 
 static void
+send_body_buffer (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  if (s->chunking)
+    send_bdat_chunk (task);
+  else
+    /* Large writes; the last one carries the final dot. */
+    write_body_buffer (task, 0, on_body_written);
+}
+
+/* The end gate ------------------------------------------------------------- */
+
+static gboolean
+job_must_wait_for_end (Session *s)
+{
+  OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
+
+  return job->end_held && !job->end_released;
+}
+
+static void
+job_end_wait_done (OutboxSmtpJob *job,
+                   gboolean       cancelled)
+{
+  GTask   *task = g_steal_pointer (&job->end_waiter);
+  Session *s = g_task_get_task_data (task);
+
+  g_source_destroy (job->end_source);
+  g_clear_pointer (&job->end_source, g_source_unref);
+  session_end_io (task);
+
+  if (cancelled)
+    {
+      g_autoptr (GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                                      _("Operation was cancelled"));
+
+      /* Nothing of the end went out: not sent. */
+      session_fail_with (task, session_io_error (task, error), NULL, FALSE);
+      return;
+    }
+
+  if (job->end_error != NULL)
+    {
+      /* Closing now leaves the server a message without its end, which
+       * it throws away. */
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO,
+                      _("Stopped before the end of the message"));
+      session_fail_with (task, g_error_copy (job->end_error), NULL, FALSE);
+      return;
+    }
+
+  send_body_buffer (task);
+}
+
+static gboolean
+on_end_released_cb (gpointer user_data)
+{
+  job_end_wait_done (user_data, FALSE);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+on_end_wait_cancelled_cb (GCancellable *cancellable,
+                          gpointer      user_data)
+{
+  job_end_wait_done (user_data, TRUE);
+  return G_SOURCE_REMOVE;
+}
+
+/* Parks the session, its last chunk ready, until the job's end is
+ * released, the caller cancels, or the body step's timeout runs out.
+ * Takes the task. */
+static void
+job_wait_for_end (GTask *task)
+{
+  Session       *s = g_task_get_task_data (task);
+  OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
+  GCancellable  *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
+
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO,
+                  _("Waiting until the message is saved before sending its end"));
+  job->end_waiter = task;
+  job->end_source = g_cancellable_source_new (cancellable);
+  g_source_set_callback (job->end_source, G_SOURCE_FUNC (on_end_wait_cancelled_cb), job, NULL);
+  g_source_attach (job->end_source, g_task_get_context (task));
+}
+
+static void
 on_body_filled_cb (GObject      *source,
                    GAsyncResult *result,
                    gpointer      user_data)
@@ -2176,11 +2273,13 @@ on_body_filled_cb (GObject      *source,
       s->quit_sent = TRUE;
     }
 
-  if (s->chunking)
-    send_bdat_chunk (g_steal_pointer (&task));
-  else
-    /* Large writes; the last one carries the final dot. */
-    write_body_buffer (g_steal_pointer (&task), 0, on_body_written);
+  if (s->body_eof && job_must_wait_for_end (s))
+    {
+      job_wait_for_end (g_steal_pointer (&task));
+      return;
+    }
+
+  send_body_buffer (g_steal_pointer (&task));
 }
 
 static void
@@ -2932,10 +3031,51 @@ outbox_smtp_job_set_8bit (OutboxSmtpJob *job,
 }
 
 void
+outbox_smtp_job_hold_end (OutboxSmtpJob *job)
+{
+  g_return_if_fail (job != NULL);
+  g_return_if_fail (!job->end_released);
+
+  job->end_held = TRUE;
+}
+
+void
+outbox_smtp_job_release_end (OutboxSmtpJob *job,
+                             const GError  *error)
+{
+  g_return_if_fail (job != NULL);
+
+  if (job->end_released)
+    return;
+
+  job->end_released = TRUE;
+  if (error != NULL)
+    job->end_error = g_error_copy (error);
+
+  if (job->end_waiter != NULL)
+    {
+      /* Woken from the main loop, never from inside the caller. */
+      g_source_destroy (job->end_source);
+      g_source_unref (job->end_source);
+      job->end_source = g_idle_source_new ();
+      g_source_set_callback (job->end_source, on_end_released_cb, job, NULL);
+      g_source_attach (job->end_source, g_task_get_context (job->end_waiter));
+    }
+}
+
+void
 outbox_smtp_job_free (OutboxSmtpJob *job)
 {
   if (job == NULL)
     return;
+
+  g_assert (job->end_waiter == NULL);
+  if (job->end_source != NULL)
+    {
+      g_source_destroy (job->end_source);
+      g_source_unref (job->end_source);
+    }
+  g_clear_error (&job->end_error);
 
   g_free (job->from_input);
   g_strfreev (job->recipients_input);

@@ -113,6 +113,15 @@ void              outbox_smtp_job_set_8bit            (OutboxSmtpJob       *job,
                                                        gboolean             has_8bit,
                                                        GInputStream        *fallback_7bit,
                                                        goffset              fallback_size);
+/* Holds back the end of the message (the final dot, or BDAT LAST) until
+ * outbox_smtp_job_release_end(): the session connects, signs in and
+ * sends the rest meanwhile. Released with an error, the session stops
+ * before the end (the server then discards what it got) and the job
+ * fails with that error. While held, the wait counts against the body
+ * step's timeout, and cancelling the send ends it. */
+void              outbox_smtp_job_hold_end            (OutboxSmtpJob       *job);
+void              outbox_smtp_job_release_end         (OutboxSmtpJob       *job,
+                                                       const GError        *error);
 void              outbox_smtp_job_free                (OutboxSmtpJob       *job);
 gboolean          outbox_smtp_job_get_sent            (OutboxSmtpJob       *job);
 /* (nullable): why the message was not sent. */
