@@ -438,6 +438,141 @@ test_flags_missing (Fixture      *f,
   assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
 }
 
+/* Sending while saving --------------------------------------------------- */
+
+typedef struct
+{
+  gboolean   done;
+  char      *id;
+  GError    *error;
+  GPtrArray *rejected;
+} WriterOutcome;
+
+static void
+writer_sent_cb (GObject *o, GAsyncResult *r, gpointer u)
+{
+  WriterOutcome *out = u;
+  out->id = outbox_sender_send_writer_finish (r, &out->rejected, &out->error);
+  out->done = TRUE;
+}
+
+/* A writer holding @text, not committed. With @break_folder, the outbox's
+ * new/ is replaced by a file, so that the commit fails. */
+static void
+run_writer (Fixture *f, OutboxTestSmtpServer *srv, const char *text, gboolean break_folder, WriterOutcome *out)
+{
+  const char *const rcpt[] = { "bob@example.test", NULL };
+  g_autoptr (OutboxEnvelope) env = outbox_envelope_new ("ada@example.test", rcpt);
+  g_autoptr (OutboxSmtpClient) client = make_client (srv);
+  g_autoptr (GError) error = NULL;
+  OutboxStoreWriter *writer;
+
+  writer = outbox_store_begin_add (f->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_true (outbox_store_writer_write (writer, (const guint8 *) text, strlen (text), &error));
+  g_assert_no_error (error);
+
+  if (break_folder)
+    {
+      g_autofree char *new_dir = g_build_filename (f->root, "outbox", "new", NULL);
+      g_autofree char *cmd = g_strdup_printf ("rm -rf '%s' && touch '%s'", new_dir, new_dir);
+
+      g_assert_cmpint (system (cmd), ==, 0);
+    }
+
+  memset (out, 0, sizeof *out);
+  outbox_sender_send_writer_async (f->store, writer, env, "acc", client, NULL, writer_sent_cb, out);
+  while (!out->done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+}
+
+static void
+script_writer_session (OutboxTestSmtpServer *srv)
+{
+  outbox_test_smtp_server_send (srv, "220 test ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250-test\r\n250 8BITMIME\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<ada@example.test>*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.test>*");
+  outbox_test_smtp_server_send (srv, "250 ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 go\r\n");
+}
+
+/* Saved and sent: delivered once, recorded in sent/ with the new id. */
+static void
+test_writer_success (Fixture *f, gconstpointer d)
+{
+  const char *text = d;
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) data = NULL;
+  g_autofree char *expected = NULL;
+  WriterOutcome    out;
+
+  script_writer_session (srv);
+  outbox_test_smtp_server_read_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued as 43\r\n");
+  outbox_test_smtp_server_expect (srv, "QUIT");
+  outbox_test_smtp_server_send (srv, "221 bye\r\n");
+  outbox_test_smtp_server_start (srv);
+
+  run_writer (f, srv, text, FALSE, &out);
+  g_assert_no_error (out.error);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+  g_assert_nonnull (out.id);
+  g_assert_cmpuint (out.rejected->len, ==, 0);
+
+  data = outbox_test_smtp_server_get_data (srv);
+  g_assert_nonnull (g_strstr_len (g_bytes_get_data (data, NULL), g_bytes_get_size (data),
+                                  "Subject: Saving\r\n"));
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 1);
+
+  g_free (f->id);
+  f->id = g_strdup (out.id);
+  assert_state (f, OUTBOX_FOLDER_SENT, OUTBOX_STATE_SENT, 1);
+  g_free (out.id);
+  g_ptr_array_unref (out.rejected);
+}
+
+/* The copy cannot be saved: the end of the message never goes out,
+ * nothing is kept, and the error is the store's. */
+static void
+test_writer_commit_fails (Fixture *f, gconstpointer d)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autofree char *tmp_dir = g_build_filename (f->root, "outbox", "tmp", NULL);
+  g_autofree char *env_dir = g_build_filename (f->root, "outbox", "envelope", NULL);
+  g_autoptr (GDir) dir = NULL;
+  const char   *name;
+  WriterOutcome out;
+
+  script_writer_session (srv);
+  outbox_test_smtp_server_expect_close (srv);
+  outbox_test_smtp_server_start (srv);
+
+  run_writer (f, srv, "From: Ada <ada@example.test>\nSubject: Saving\n\nNot saved.\n", TRUE, &out);
+  g_assert_null (out.id);
+  g_assert_nonnull (out.error);
+  g_assert_true (out.error->domain == G_IO_ERROR || out.error->domain == G_FILE_ERROR);
+  g_test_message ("commit error: %s", out.error->message);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+  g_assert_null (outbox_test_smtp_server_get_data (srv));
+
+  /* Nothing left behind: no temporary file, no envelope but the one of
+   * the message already there. */
+  dir = g_dir_open (tmp_dir, 0, NULL);
+  g_assert_nonnull (dir);
+  g_assert_null (g_dir_read_name (dir));
+  g_dir_close (g_steal_pointer (&dir));
+  dir = g_dir_open (env_dir, 0, NULL);
+  g_assert_nonnull (dir);
+  while ((name = g_dir_read_name (dir)) != NULL)
+    g_assert_cmpstr (name, ==, f->id);
+  g_clear_error (&out.error);
+}
+
 static void
 test_state_for_error (void)
 {
@@ -471,6 +606,15 @@ main (int argc, char *argv[])
   g_test_add ("/sender/long-line", Fixture, NULL, set_up, test_long_line, tear_down);
   g_test_add ("/sender/recorded-flags", Fixture, NULL, set_up, test_recorded_flags, tear_down);
   g_test_add ("/sender/flags-missing", Fixture, NULL, set_up, test_flags_missing, tear_down);
+  g_test_add ("/sender/writer/success", Fixture,
+              "From: Ada <ada@example.test>\nSubject: Saving\n\nSent while saved.\n.\n",
+              set_up, test_writer_success, tear_down);
+  /* 8-bit: committed first, then sent (with BODY=8BITMIME here). */
+  g_test_add ("/sender/writer/8bit", Fixture,
+              "From: Ada <ada@example.test>\nSubject: Saving\n\nCaf\xc3\xa9.\n",
+              set_up, test_writer_success, tear_down);
+  g_test_add ("/sender/writer/commit-fails", Fixture, NULL, set_up, test_writer_commit_fails,
+              tear_down);
   g_test_add_func ("/sender/state-for-error", test_state_for_error);
   return g_test_run ();
 }

@@ -1024,7 +1024,18 @@ send_cb (GObject      *object,
   g_autofree char         *path = NULL;
   int                      code;
 
-  if (outbox_sender_send_finish (result, &rejected, &error))
+  self->id = outbox_sender_send_writer_finish (result, &rejected, &error);
+  if (self->id == NULL)
+    {
+      /* clang-format off */
+      fail (self, EX_CANTCREAT,
+            _("The message could not be saved in the outbox, so it was not sent: %s"),
+            error->message);
+      /* clang-format on */
+      return;
+    }
+
+  if (error == NULL)
     {
       print_rejected (rejected);
       if (self->opts.verbose)
@@ -1057,70 +1068,6 @@ send_cb (GObject      *object,
     }
 
   finish (self, code);
-}
-
-static void
-commit_thread (GTask        *task,
-               gpointer      source_object,
-               gpointer      task_data,
-               GCancellable *cancellable)
-{
-  Send   *self = task_data;
-  GError *error = NULL;
-  char   *id;
-
-  /* Interrupted before: not stored. */
-  if (g_task_return_error_if_cancelled (task))
-    return;
-
-  id = outbox_store_writer_commit (self->writer, self->envelope,
-                                   self->account != NULL ? outbox_account_get_id (self->account)
-                                                         : NULL,
-                                   &error);
-  if (id == NULL)
-    g_task_return_error (task, error);
-  else
-    g_task_return_pointer (task, id, g_free);
-}
-
-static void
-commit_cb (GObject      *object,
-           GAsyncResult *result,
-           gpointer      user_data)
-{
-  Send *self = user_data;
-  g_autoptr (GError) error = NULL;
-
-  self->id = g_task_propagate_pointer (G_TASK (result), &error);
-  /* Committed, or given up: either way the writer's job is done. */
-  g_clear_pointer (&self->writer, outbox_store_writer_free);
-
-  if (self->id == NULL)
-    {
-      if (is_cancelled (error))
-        cancelled (self);
-      else
-        {
-          /* clang-format off */
-          fail (self, EX_CANTCREAT,
-                _("The message could not be saved in the outbox, so it was not sent: %s"),
-                error->message);
-          /* clang-format on */
-        }
-      return;
-    }
-
-  if (self->opts.verbose)
-    {
-      g_autofree char *path = message_path (self, OUTBOX_FOLDER_OUTBOX);
-
-      say (_("Saved in the outbox as %s"), path);
-    }
-
-  if (self->opts.verbose)
-    g_signal_connect (self->client, "transcript", G_CALLBACK (on_transcript_cb), self);
-
-  outbox_sender_send_async (self->store, self->id, self->client, self->cancellable, send_cb, self);
 }
 
 /* With the password (or without one), makes the client and commits the
@@ -1167,19 +1114,17 @@ have_password (Send *self)
   if (self->dsn != NULL)
     outbox_smtp_client_set_dsn (self->client, self->dsn);
 
-  /* The message was written as it was read; now it goes into the outbox.
-   * Once the commit has begun it completes, and its outcome is told even
-   * if interrupted meanwhile: a message said not to be queued must not be
-   * in the outbox. */
-  {
-    g_autoptr (GTask) task = g_task_new (NULL, self->cancellable, commit_cb, self);
+  if (self->opts.verbose)
+    g_signal_connect (self->client, "transcript", G_CALLBACK (on_transcript_cb), self);
 
-    g_task_set_source_tag (task, commit_thread);
-    g_task_set_task_data (task, self, NULL);
-    g_task_set_return_on_cancel (task, FALSE);
-    g_task_set_check_cancellable (task, FALSE);
-    g_task_run_in_thread (task, commit_thread);
-  }
+  /* The message was written as it was read; now it goes into the outbox
+   * while the client connects and sends, and its end goes out only once
+   * it is saved. Once the commit has begun it completes, and its outcome
+   * is told even if interrupted meanwhile. */
+  outbox_sender_send_writer_async (self->store, g_steal_pointer (&self->writer), self->envelope,
+                                   self->account != NULL ? outbox_account_get_id (self->account)
+                                                         : NULL,
+                                   self->client, self->cancellable, send_cb, self);
 }
 
 static void

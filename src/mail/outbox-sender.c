@@ -26,6 +26,13 @@ typedef struct
   OutboxSmtpReply   *final_reply;
   GError            *send_error; /* the engine's error, returned as is */
   OutboxMessageState state;      /* what to record */
+
+  /* outbox_sender_send_writer_async() */
+  OutboxStoreWriter *writer;
+  char              *account_id;
+  GPtrArray         *jobs;
+  GError            *commit_error;
+  guint              pending; /* of the commit and the send */
 } SendData;
 
 static void
@@ -41,6 +48,10 @@ send_data_free (SendData *data)
   g_clear_pointer (&data->rejected, g_ptr_array_unref);
   g_clear_pointer (&data->final_reply, outbox_smtp_reply_free);
   g_clear_error (&data->send_error);
+  g_clear_pointer (&data->writer, outbox_store_writer_free);
+  g_clear_pointer (&data->account_id, g_free);
+  g_clear_pointer (&data->jobs, g_ptr_array_unref);
+  g_clear_error (&data->commit_error);
   g_free (data);
 }
 
@@ -454,4 +465,246 @@ outbox_sender_send_finish (GAsyncResult *result,
     }
 
   return TRUE;
+}
+
+/* Sending while saving */
+
+static void
+writer_done (GTask *task)
+{
+  SendData *data = g_task_get_task_data (task);
+
+  if (--data->pending > 0)
+    {
+      g_object_unref (task);
+      return;
+    }
+
+  if (data->commit_error != NULL)
+    {
+      /* Not saved, so not sent either (the end was held back): nothing
+       * to record. */
+      g_clear_error (&data->send_error);
+      g_task_return_error (task, g_steal_pointer (&data->commit_error));
+      g_object_unref (task);
+      return;
+    }
+
+  record_outcome (task);
+}
+
+static void
+writer_commit_thread (GTask        *commit,
+                      gpointer      source_object,
+                      gpointer      task_data,
+                      GCancellable *cancellable)
+{
+  SendData *data = task_data;
+  GError   *error = NULL;
+  char     *id;
+
+  id = outbox_store_writer_commit (data->writer, data->envelope, data->account_id, &error);
+  if (id == NULL)
+    g_task_return_error (commit, error);
+  else
+    g_task_return_pointer (commit, id, g_free);
+}
+
+static void
+writer_commit_cb (GObject      *object,
+                  GAsyncResult *result,
+                  gpointer      user_data)
+{
+  GTask    *task = user_data;
+  SendData *data = g_task_get_task_data (task);
+
+  data->id = g_task_propagate_pointer (G_TASK (result), &data->commit_error);
+  g_clear_pointer (&data->writer, outbox_store_writer_free);
+
+  /* Saved: the end of the message may go. Not saved: it must not. */
+  if (data->jobs != NULL)
+    outbox_smtp_job_release_end (g_ptr_array_index (data->jobs, 0), data->commit_error);
+
+  writer_done (task);
+}
+
+static void
+writer_send_cb (GObject      *object,
+                GAsyncResult *result,
+                gpointer      user_data)
+{
+  GTask         *task = user_data;
+  SendData      *data = g_task_get_task_data (task);
+  OutboxSmtpJob *job = g_ptr_array_index (data->jobs, 0);
+
+  outbox_smtp_client_send_batch_finish (data->client, result, NULL);
+  g_clear_object (&data->stream);
+
+  if (outbox_smtp_job_get_sent (job))
+    {
+      if (outbox_smtp_job_get_rejected (job) != NULL)
+        data->rejected = g_ptr_array_ref (outbox_smtp_job_get_rejected (job));
+      if (outbox_smtp_job_get_final_reply (job) != NULL)
+        data->final_reply = outbox_smtp_reply_copy (outbox_smtp_job_get_final_reply (job));
+    }
+  else
+    {
+      data->send_error = outbox_smtp_job_get_error (job) != NULL
+                           ? g_error_copy (outbox_smtp_job_get_error (job))
+                           : g_error_new_literal (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_PROTOCOL,
+                                                  _("The message was not sent."));
+      data->state = state_for_failure (data->send_error, outbox_smtp_job_get_failure (job));
+      g_debug ("Sending the new message failed: %s", data->send_error->message);
+    }
+
+  writer_done (task);
+}
+
+/* Committed first, then sent the usual way: for a message that needs a
+ * 7-bit copy, which is made from the saved message. */
+static void
+writer_sequential_send_cb (GObject      *object,
+                           GAsyncResult *result,
+                           gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  g_autoptr (GPtrArray) rejected = NULL;
+  GError *error = NULL;
+
+  if (!outbox_sender_send_finish (result, &rejected, &error))
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, g_steal_pointer (&rejected), (GDestroyNotify) g_ptr_array_unref);
+}
+
+static void
+writer_sequential_commit_cb (GObject      *object,
+                             GAsyncResult *result,
+                             gpointer      user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  SendData     *data = g_task_get_task_data (task);
+  GCancellable *cancellable;
+  GError       *error = NULL;
+
+  data->id = g_task_propagate_pointer (G_TASK (result), &error);
+  g_clear_pointer (&data->writer, outbox_store_writer_free);
+  if (data->id == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  cancellable = g_task_get_cancellable (task);
+  outbox_sender_send_async (data->store, data->id, data->client, cancellable,
+                            writer_sequential_send_cb, g_steal_pointer (&task));
+}
+
+static void
+run_commit (GTask              *task,
+            GAsyncReadyCallback callback)
+{
+  SendData *data = g_task_get_task_data (task);
+  g_autoptr (GTask) commit = NULL;
+
+  /* Not cancellable: once the commit begins it completes, so that what
+   * is said about the message is true. */
+  commit = g_task_new (NULL, NULL, callback, task);
+  g_task_set_source_tag (commit, writer_commit_thread);
+  g_task_set_task_data (commit, data, NULL);
+  g_task_run_in_thread (commit, writer_commit_thread);
+}
+
+void
+outbox_sender_send_writer_async (OutboxStore          *store,
+                                 OutboxStoreWriter    *writer,
+                                 const OutboxEnvelope *envelope,
+                                 const char           *account_id,
+                                 OutboxSmtpClient     *client,
+                                 GCancellable         *cancellable,
+                                 GAsyncReadyCallback   callback,
+                                 gpointer              user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  g_autoptr (GFile) file = NULL;
+  g_autoptr (GError) error = NULL;
+  OutboxSmtpJob *job;
+  SendData      *data;
+  gboolean       has_8bit = FALSE;
+  gboolean       has_long_lines = FALSE;
+
+  g_return_if_fail (OUTBOX_IS_STORE (store));
+  g_return_if_fail (writer != NULL);
+  g_return_if_fail (envelope != NULL);
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (client));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  data = g_new0 (SendData, 1);
+  data->store = g_object_ref (store);
+  data->writer = writer;
+  data->envelope = outbox_envelope_new (envelope->from,
+                                        (const char *const *) envelope->recipients);
+  data->account_id = g_strdup (account_id);
+  data->client = g_object_ref (client);
+  data->size = (goffset) outbox_store_writer_get_size (writer);
+
+  task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_sender_send_writer_async);
+  g_task_set_task_data (task, data, (GDestroyNotify) send_data_free);
+  g_task_set_check_cancellable (task, FALSE);
+
+  outbox_store_writer_get_content_flags (writer, &has_8bit, &has_long_lines);
+  file = g_file_new_for_path (outbox_store_writer_get_path (writer));
+  /* A local file just written: opening it does not wait on anything. */
+  if (!has_8bit && !has_long_lines)
+    data->stream = g_file_read (file, NULL, &error);
+
+  if (data->stream == NULL)
+    {
+      if (error != NULL)
+        g_debug ("Sending after saving: %s", error->message);
+      run_commit (g_steal_pointer (&task), writer_sequential_commit_cb);
+      return;
+    }
+
+  /* The send and the commit run side by side; the end of the message
+   * waits for the commit. Each holds a reference on the task. */
+  job = outbox_smtp_job_new (data->envelope->from, (const char *const *) data->envelope->recipients,
+                             G_INPUT_STREAM (data->stream), data->size);
+  outbox_smtp_job_hold_end (job);
+  data->jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+  g_ptr_array_add (data->jobs, job);
+  data->pending = 2;
+
+  outbox_smtp_client_send_batch_async (client, data->jobs, cancellable, writer_send_cb,
+                                       g_object_ref (task));
+  run_commit (g_steal_pointer (&task), writer_commit_cb);
+}
+
+char *
+outbox_sender_send_writer_finish (GAsyncResult *result,
+                                  GPtrArray   **rejected,
+                                  GError      **error)
+{
+  SendData *data;
+  g_autoptr (GPtrArray) list = NULL;
+  GError *local_error = NULL;
+
+  g_return_val_if_fail (g_task_is_valid (result, NULL), NULL);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
+                          outbox_sender_send_writer_async,
+                        NULL);
+
+  data = g_task_get_task_data (G_TASK (result));
+  list = g_task_propagate_pointer (G_TASK (result), &local_error);
+  if (local_error != NULL)
+    g_propagate_error (error, local_error);
+  else if (rejected != NULL)
+    {
+      if (list == NULL)
+        list = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_rejection_free);
+      *rejected = g_steal_pointer (&list);
+    }
+
+  return g_strdup (data->id);
 }

@@ -24,6 +24,28 @@ gboolean outbox_sender_send_finish (GAsyncResult         *result,
                                     GPtrArray           **rejected,
                                     GError              **error);
 
+/* Sends the message @writer (taken; complete, not yet committed) holds,
+ * and commits it to the outbox meanwhile: the client connects, signs in
+ * and sends while the copy is saved, and the end of the message goes out
+ * only once it is (a message that needs a 7-bit copy is committed first,
+ * then sent). The outcome is recorded as outbox_sender_send_async() does.
+ * If the commit fails nothing is sent or kept, and the error is the
+ * commit's. */
+void     outbox_sender_send_writer_async  (OutboxStore          *store,
+                                           OutboxStoreWriter    *writer,
+                                           const OutboxEnvelope *envelope,
+                                           const char           *account_id,
+                                           OutboxSmtpClient     *client,
+                                           GCancellable         *cancellable,
+                                           GAsyncReadyCallback   callback,
+                                           gpointer              user_data);
+/* Returns the message's id once committed, or NULL if it could not be
+ * saved (then @error is the reason); returns the id and sets @error when
+ * it was saved but not sent. */
+char    *outbox_sender_send_writer_finish (GAsyncResult         *result,
+                                           GPtrArray           **rejected,
+                                           GError              **error);
+
 OutboxMessageState outbox_sender_state_for_error (const GError *error);
 
 G_END_DECLS

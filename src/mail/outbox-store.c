@@ -853,6 +853,17 @@ outbox_store_writer_get_size (OutboxStoreWriter *writer)
   return writer->size;
 }
 
+void
+outbox_store_writer_get_content_flags (OutboxStoreWriter *writer,
+                                       gboolean          *has_8bit,
+                                       gboolean          *has_long_lines)
+{
+  g_return_if_fail (writer != NULL);
+
+  *has_8bit = writer->scan.has_8bit;
+  *has_long_lines = writer->scan.has_long_lines;
+}
+
 const char *
 outbox_store_writer_get_path (OutboxStoreWriter *writer)
 {

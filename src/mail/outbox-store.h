@@ -66,6 +66,10 @@ gboolean            outbox_store_writer_write      (OutboxStoreWriter   *writer,
                                                     GError             **error);
 /* The number of bytes written so far. */
 guint64             outbox_store_writer_get_size   (OutboxStoreWriter   *writer);
+/* Whether what was written so far has 8-bit data or long lines. */
+void                outbox_store_writer_get_content_flags (OutboxStoreWriter *writer,
+                                                    gboolean            *has_8bit,
+                                                    gboolean            *has_long_lines);
 /* The temporary file, until the commit; NULL after it. */
 const char         *outbox_store_writer_get_path   (OutboxStoreWriter   *writer);
 /* Saves the file and its envelope and moves it into the folder's new/.
