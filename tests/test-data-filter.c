@@ -237,8 +237,8 @@ test_random_long_runs (void)
         {
           /* Every other round without CR and NUL: the LF-only path. */
           if (g_rand_int_range (rand, 0, 12) == 0)
-            data[i] = specials[round % 2 == 0 ? g_rand_int_range (rand, 0, G_N_ELEMENTS (specials))
-                                              : lf_only_specials[g_rand_int_range (rand, 0, 4)]];
+            data[i] = round % 2 == 0 ? specials[g_rand_int_range (rand, 0, G_N_ELEMENTS (specials))]
+                                     : lf_only_specials[g_rand_int_range (rand, 0, 4)];
           else
             data[i] = 'a' + g_rand_int_range (rand, 0, 26);
         }
