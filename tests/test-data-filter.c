@@ -187,6 +187,24 @@ test_exactly_one_end (void)
   g_assert_cmpmem (empty->data, empty->len, ".\r\n", 3);
 }
 
+/* An empty buffer, even a NULL one, changes nothing: a CR pending from
+ * before still pairs with the LF after (found by fuzzing: the fast path
+ * did pointer arithmetic on NULL). */
+static void
+test_empty_buffer (void)
+{
+  OutboxSmtpDataFilter filter;
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+
+  outbox_smtp_data_filter_init (&filter);
+  outbox_smtp_data_filter_process (&filter, (const guint8 *) "a\r", 2, out);
+  outbox_smtp_data_filter_process (&filter, NULL, 0, out);
+  outbox_smtp_data_filter_process (&filter, (const guint8 *) "\nb", 2, out);
+  outbox_smtp_data_filter_finish (&filter, out);
+  g_assert_cmpmem (out->data, out->len, "a\r\nb\r\n.\r\n", 9);
+  g_assert_cmpuint (filter.bytes_in, ==, 4);
+}
+
 static void
 test_dot_stuffing (void)
 {
@@ -267,6 +285,7 @@ main (int   argc,
   g_test_add_func ("/data-filter/smuggling-sequences", test_smuggling_sequences);
   g_test_add_func ("/data-filter/lone-cr", test_lone_cr);
   g_test_add_func ("/data-filter/exactly-one-end", test_exactly_one_end);
+  g_test_add_func ("/data-filter/empty-buffer", test_empty_buffer);
   g_test_add_func ("/data-filter/dot-stuffing", test_dot_stuffing);
   g_test_add_func ("/data-filter/random", test_random);
   g_test_add_func ("/data-filter/random-long-runs", test_random_long_runs);

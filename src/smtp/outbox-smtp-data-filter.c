@@ -73,12 +73,18 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
                                  gsize                 len,
                                  GByteArray           *out)
 {
-  const guint8 *p = data;
-  const guint8 *end = data + len;
+  const guint8 *p;
+  const guint8 *end;
   guint         start_len = out->len;
   guint8       *o;
   gboolean      lf_only;
 
+  /* Nothing to do (and @data may be NULL). A CR pending stays so. */
+  if (len == 0)
+    return;
+
+  p = data;
+  end = data + len;
   filter->bytes_in += len;
 
   /* At most two bytes out for each byte in (a line ending becomes CRLF,
