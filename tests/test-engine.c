@@ -617,6 +617,7 @@ typedef struct
   const GError         *error;  /* release with this */
   gboolean              cancel; /* cancel instead of releasing */
   gboolean              never;  /* neither: let the timeout end it */
+  gboolean              early;  /* release (with the error) before connecting */
   gboolean              waited; /* the client said it waits */
   gboolean              data_before_release;
 } EndGate;
@@ -667,8 +668,11 @@ run_end_gate (EndGate           *g,
   outbox_test_outcome_watch (o, client);
   outbox_smtp_client_send_batch_async (client, jobs, g->cancellable,
                                        outbox_test_outcome_batch_cb, o);
+  if (g->early)
+    outbox_smtp_job_release_end (g->job, g->error);
   outbox_test_outcome_wait (o, client);
-  g_assert_true (g->waited);
+  /* Released early, it never waits; it must still stop before the end. */
+  g_assert_true (g->waited == !g->early);
 
   if (o->ok)
     g_assert_true (outbox_smtp_job_get_sent (g->job));
@@ -735,6 +739,11 @@ test_end_gate_stop (gconstpointer data)
 
   if (strcmp (how, "error") == 0)
     g.error = disk_full;
+  else if (strcmp (how, "early-error") == 0)
+    {
+      g.error = disk_full;
+      g.early = TRUE;
+    }
   else if (strcmp (how, "cancel") == 0)
     g.cancel = TRUE;
   else
@@ -1697,6 +1706,7 @@ main (int   argc,
   g_test_add_func ("/engine/batch-reset", test_batch_reset);
   g_test_add_func ("/engine/end-gate/release", test_end_gate_release);
   g_test_add_data_func ("/engine/end-gate/release-error", "error", test_end_gate_stop);
+  g_test_add_data_func ("/engine/end-gate/early-error", "early-error", test_end_gate_stop);
   g_test_add_data_func ("/engine/end-gate/cancel", "cancel", test_end_gate_stop);
   g_test_add_data_func ("/engine/end-gate/timeout", "timeout", test_end_gate_stop);
   g_test_add_func ("/engine/batch-connection-lost", test_batch_connection_lost);

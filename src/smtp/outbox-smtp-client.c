@@ -2165,20 +2165,33 @@ send_body_buffer (GTask *task)
 
 /* The end gate ------------------------------------------------------------- */
 
+/* Whether the end may not go yet: held and not released, or released
+ * with an error (perhaps before the session even got here). */
 static gboolean
-job_must_wait_for_end (Session *s)
+job_end_blocked (Session *s)
 {
   OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
 
-  return job->end_held && !job->end_released;
+  return job->end_held && (!job->end_released || job->end_error != NULL);
+}
+
+static void
+job_stop_before_end (GTask         *task,
+                     OutboxSmtpJob *job)
+{
+  Session *s = g_task_get_task_data (task);
+
+  /* Closing now leaves the server a message without its end, which it
+   * throws away. */
+  transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Stopped before the end of the message"));
+  session_fail_with (task, g_error_copy (job->end_error), NULL, FALSE);
 }
 
 static void
 job_end_wait_done (OutboxSmtpJob *job,
                    gboolean       cancelled)
 {
-  GTask   *task = g_steal_pointer (&job->end_waiter);
-  Session *s = g_task_get_task_data (task);
+  GTask *task = g_steal_pointer (&job->end_waiter);
 
   g_source_destroy (job->end_source);
   g_clear_pointer (&job->end_source, g_source_unref);
@@ -2196,11 +2209,7 @@ job_end_wait_done (OutboxSmtpJob *job,
 
   if (job->end_error != NULL)
     {
-      /* Closing now leaves the server a message without its end, which
-       * it throws away. */
-      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO,
-                      _("Stopped before the end of the message"));
-      session_fail_with (task, g_error_copy (job->end_error), NULL, FALSE);
+      job_stop_before_end (task, job);
       return;
     }
 
@@ -2230,8 +2239,16 @@ job_wait_for_end (GTask *task)
 {
   Session       *s = g_task_get_task_data (task);
   OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
-  GCancellable  *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
+  GCancellable  *cancellable;
 
+  if (job->end_released)
+    {
+      /* Released with an error before the session got here. */
+      job_stop_before_end (task, job);
+      return;
+    }
+
+  cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
   transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO,
                   _("Waiting until the message is saved before sending its end"));
   job->end_waiter = task;
@@ -2273,7 +2290,7 @@ on_body_filled_cb (GObject      *source,
       s->quit_sent = TRUE;
     }
 
-  if (s->body_eof && job_must_wait_for_end (s))
+  if (s->body_eof && job_end_blocked (s))
     {
       job_wait_for_end (g_steal_pointer (&task));
       return;
