@@ -614,13 +614,21 @@ typedef struct
   OutboxSmtpJob        *job;
   OutboxTestSmtpServer *srv;
   GCancellable         *cancellable;
-  const GError         *error;  /* release with this */
-  gboolean              cancel; /* cancel instead of releasing */
-  gboolean              never;  /* neither: let the timeout end it */
-  gboolean              early;  /* release (with the error) before connecting */
-  gboolean              waited; /* the client said it waits */
+  const GError         *error;        /* release with this */
+  gboolean              cancel;       /* cancel instead of releasing */
+  gboolean              never;        /* neither: let the timeout end it */
+  gboolean              early;        /* release (with the error) before connecting */
+  gboolean              cancel_after; /* release, then cancel at once */
+  gboolean              waited;       /* the client said it waits */
   gboolean              data_before_release;
 } EndGate;
+
+static gboolean
+cancel_idle_cb (GCancellable *cancellable)
+{
+  g_cancellable_cancel (cancellable);
+  return G_SOURCE_REMOVE;
+}
 
 static gboolean
 release_end_cb (gpointer user_data)
@@ -633,6 +641,10 @@ release_end_cb (gpointer user_data)
     g_cancellable_cancel (g->cancellable);
   else
     outbox_smtp_job_release_end (g->job, g->error);
+
+  /* Lands while the last chunk is being written, or right after. */
+  if (g->cancel_after)
+    g_idle_add_full (G_PRIORITY_DEFAULT_IDLE, (GSourceFunc) cancel_idle_cb, g->cancellable, NULL);
 
   return G_SOURCE_REMOVE;
 }
@@ -721,6 +733,58 @@ test_end_gate_release (void)
                      strlen (expected));
   }
   outbox_test_outcome_clear (&o);
+}
+
+/* A cancel right after the end was released: whatever the timing, the
+ * outcome matches what the server got. The whole message there is never
+ * "not sent" (it would be sent again); no message there is never "delivery
+ * unknown". */
+static void
+test_end_gate_cancel_after_release (void)
+{
+  for (guint round = 0; round < 5; round++)
+    {
+      g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+      g_autoptr (OutboxSmtpClient) client = NULL;
+      g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+      g_autoptr (GPtrArray) jobs = make_jobs (1);
+      EndGate           g = { .srv = srv, .cancellable = cancellable, .cancel_after = TRUE };
+      OutboxTestOutcome o;
+      OutboxSmtpJob    *job = g_ptr_array_index (jobs, 0);
+
+      script_starttls (srv);
+      script_auth_plain (srv);
+      outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+      outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+      outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+      outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+      outbox_test_smtp_server_expect (srv, "DATA");
+      outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
+      outbox_test_smtp_server_read_data (srv);
+      outbox_test_smtp_server_stall (srv);
+      outbox_test_smtp_server_start (srv);
+
+      client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+      g.job = job;
+      outbox_smtp_job_hold_end (job);
+      g_signal_connect (client, "transcript", G_CALLBACK (on_gate_transcript), &g);
+      outbox_test_outcome_watch (&o, client);
+      outbox_smtp_client_send_batch_async (client, jobs, cancellable,
+                                           outbox_test_outcome_batch_cb, &o);
+      outbox_test_outcome_wait (&o, client);
+      g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+
+      g_assert_false (o.ok);
+      if (outbox_test_smtp_server_get_data (srv) != NULL)
+        g_assert_error (o.error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_DELIVERY_UNKNOWN);
+      else
+        {
+          g_assert_error (o.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+          g_assert_cmpint (outbox_smtp_job_get_failure (job)->step, ==, OUTBOX_SMTP_STEP_BODY);
+        }
+      g_test_message ("round %u: %s", round, o.error->message);
+      outbox_test_outcome_clear (&o);
+    }
 }
 
 /* Released with an error (the outbox copy could not be saved), cancelled,
@@ -1708,6 +1772,7 @@ main (int   argc,
   g_test_add_data_func ("/engine/end-gate/release-error", "error", test_end_gate_stop);
   g_test_add_data_func ("/engine/end-gate/early-error", "early-error", test_end_gate_stop);
   g_test_add_data_func ("/engine/end-gate/cancel", "cancel", test_end_gate_stop);
+  g_test_add_func ("/engine/end-gate/cancel-after-release", test_end_gate_cancel_after_release);
   g_test_add_data_func ("/engine/end-gate/timeout", "timeout", test_end_gate_stop);
   g_test_add_func ("/engine/batch-connection-lost", test_batch_connection_lost);
   g_test_add_func ("/engine/pipelining-mail-refused", test_pipelining_mail_refused);

@@ -244,6 +244,21 @@ sync_parent_dir (const char *path,
   return sync_dir (dir, error);
 }
 
+/* fsync()s and closes @fd, which is closed whatever happens. Returns 0,
+ * or the errno of the first failure. */
+static int
+sync_and_close (int fd)
+{
+  int saved_errno = 0;
+
+  if (fsync (fd) != 0)
+    saved_errno = errno;
+  if (close (fd) != 0 && saved_errno == 0)
+    saved_errno = errno;
+
+  return saved_errno;
+}
+
 /* Writes all of @data to @fd. Returns 0, or the errno of the failure. */
 static int
 write_all (int           fd,
@@ -287,9 +302,9 @@ write_new_file (const char   *path,
       return set_errno_error (error, saved_errno, ACTION_WRITE_FILE, path);
     }
 
-  if (fsync (fd) != 0 || close (fd) != 0)
+  saved_errno = sync_and_close (fd);
+  if (saved_errno != 0)
     {
-      saved_errno = errno;
       g_unlink (path);
       return set_errno_error (error, saved_errno, ACTION_SAVE_FILE, path);
     }
@@ -883,6 +898,7 @@ outbox_store_writer_commit (OutboxStoreWriter    *writer,
   g_autofree char *new_path = NULL;
   g_autofree char *env_path = NULL;
   int              fd;
+  int              saved_errno;
 
   g_return_val_if_fail (writer != NULL, NULL);
   g_return_val_if_fail (!writer->finished, NULL);
@@ -903,10 +919,9 @@ outbox_store_writer_commit (OutboxStoreWriter    *writer,
   /* The message's bytes are safe on disk before anything points at them. */
   fd = writer->fd;
   writer->fd = -1;
-  if (fsync (fd) != 0 || close (fd) != 0)
+  saved_errno = sync_and_close (fd);
+  if (saved_errno != 0)
     {
-      int saved_errno = errno;
-
       g_unlink (writer->tmp_path);
       set_errno_error (error, saved_errno, ACTION_SAVE_FILE, writer->tmp_path);
       return NULL;

@@ -534,6 +534,19 @@ session_finish (GTask *task)
   if (s->error == NULL)
     session_set_step (s, OUTBOX_SMTP_STEP_DONE);
 
+  if (s->error != NULL && s->step == OUTBOX_SMTP_STEP_BODY && s->tls_conn != NULL &&
+      s->socket_conn != NULL)
+    {
+      /* Stopped during the upload: TLS may still hold an encrypted record
+       * of the body (perhaps with its end), which closing TLS would send
+       * before its close_notify. Close the socket under it instead. */
+      g_socket_close (g_socket_connection_get_socket (s->socket_conn), NULL);
+      transcript_add (s->self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Connection closed"));
+      session_return (task);
+      g_object_unref (task);
+      return;
+    }
+
   if (stream != NULL && !g_io_stream_is_closed (stream))
     {
       GCancellable *cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_QUIT, quit_timeout (s));
@@ -639,7 +652,11 @@ session_write_bytes (GTask         *task,
   data = g_bytes_get_data (bytes, &len);
   cancellable = session_begin_io (task, timeout_step, 0);
 
-  if (len >= THREAD_WRITE_MIN)
+  /* The body always goes through the thread, whose result is what was
+   * written: an asynchronous write checks the cancellable when its result
+   * is read, and would report a last chunk that went out whole (with the
+   * end of the message) as cancelled or timed out. */
+  if (len >= THREAD_WRITE_MIN || timeout_step == OUTBOX_SMTP_STEP_BODY)
     {
       g_autoptr (GTask) write_task = g_task_new (s->out, cancellable, on_written_cb, task);
 
@@ -2199,10 +2216,26 @@ job_end_wait_done (OutboxSmtpJob *job,
 
   if (cancelled)
     {
+      Session *s = g_task_get_task_data (task);
       g_autoptr (GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                                       _("Operation was cancelled"));
 
       /* Nothing of the end went out: not sent. */
+      if (s->timed_out)
+        {
+          guint seconds = step_timeout_seconds (s);
+
+          session_fail_with (task,
+                             g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TIMEOUT,
+                                          ngettext ("The message was not ready to be finished "
+                                                    "within %u second, so it was not sent.",
+                                                    "The message was not ready to be finished "
+                                                    "within %u seconds, so it was not sent.",
+                                                    seconds),
+                                          seconds),
+                             NULL, FALSE);
+          return;
+        }
       session_fail_with (task, session_io_error (task, error), NULL, FALSE);
       return;
     }
@@ -2212,6 +2245,10 @@ job_end_wait_done (OutboxSmtpJob *job,
       job_stop_before_end (task, job);
       return;
     }
+
+  /* The server may have given up while we waited. */
+  if (!((Session *) g_task_get_task_data (task))->chunking && session_answered_early (task))
+    return;
 
   send_body_buffer (task);
 }
@@ -2272,8 +2309,8 @@ on_body_filled_cb (GObject      *source,
     {
       GError *ours;
 
-      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && !s->timed_out)
-        ours = g_error_copy (error);
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || s->timed_out)
+        ours = session_io_error (task, error);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT,
                             _("Could not read the message: %s"), error->message);
@@ -2843,6 +2880,7 @@ fail_early (OutboxSmtpClient *self,
                                            self->port, self->security);
   self->busy = FALSE;
   g_task_return_error (task, error);
+  g_object_unref (task);
 }
 
 /* Checks a job's addresses and builds its envelope. */
