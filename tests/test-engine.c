@@ -607,6 +607,18 @@ run_batch (OutboxSmtpClient  *client,
   outbox_test_outcome_wait (o, client);
 }
 
+/* Greeting to RCPT of one message to bob. */
+static void
+script_to_rcpt (OutboxTestSmtpServer *srv)
+{
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+}
+
 /* The end gate: the end of the message waits for the caller ---------------- */
 
 typedef struct
@@ -707,12 +719,7 @@ test_end_gate_release (void)
   EndGate           g = { .srv = srv };
   OutboxTestOutcome o;
 
-  script_starttls (srv);
-  script_auth_plain (srv);
-  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
-  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
-  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
-  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_to_rcpt (srv);
   script_body (srv);
   script_quit (srv);
   outbox_test_smtp_server_start (srv);
@@ -752,12 +759,7 @@ test_end_gate_cancel_after_release (void)
       OutboxTestOutcome o;
       OutboxSmtpJob    *job = g_ptr_array_index (jobs, 0);
 
-      script_starttls (srv);
-      script_auth_plain (srv);
-      outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
-      outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
-      outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
-      outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+      script_to_rcpt (srv);
       outbox_test_smtp_server_expect (srv, "DATA");
       outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
       outbox_test_smtp_server_read_data (srv);
@@ -813,12 +815,7 @@ test_end_gate_stop (gconstpointer data)
   else
     g.never = TRUE;
 
-  script_starttls (srv);
-  script_auth_plain (srv);
-  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
-  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
-  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
-  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_to_rcpt (srv);
   outbox_test_smtp_server_expect (srv, "DATA");
   outbox_test_smtp_server_send (srv, "354 go ahead\r\n");
   /* The message is one chunk, held back whole: nothing more comes. */
@@ -854,12 +851,7 @@ test_batch_reset (void)
   OutboxSmtpJob    *refused;
   OutboxTestOutcome o;
 
-  script_starttls (srv);
-  script_auth_plain (srv);
-  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
-  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
-  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
-  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  script_to_rcpt (srv);
   script_body (srv);
   outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">");
   outbox_test_smtp_server_send (srv, "552 5.3.4 Message too big for today\r\n");
