@@ -1015,6 +1015,15 @@ test_configuration (void)
   }
 
   {
+    const char *args[] = { "--host", "127.0.0.1", "--auth", "plain", "bob@example.org", NULL };
+
+    run_cli (&run, args, SIMPLE_MESSAGE, &r);
+    g_assert_cmpint (r.status, ==, EX_CONFIG);
+    g_assert_nonnull (strstr (r.err, "--auth needs --user: there is no one to sign in as."));
+    result_clear (&r);
+  }
+
+  {
     const char *args[] = { "--host", "127.0.0.1", "--auth", "cram-md5", "bob@example.org",
                            NULL };
 

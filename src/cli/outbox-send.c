@@ -620,6 +620,12 @@ configure (Send *self)
           return EX_CONFIG;
         }
 
+      if (opts->auth != NULL && self->user == NULL)
+        {
+          say (_("--auth needs --user: there is no one to sign in as."));
+          return EX_CONFIG;
+        }
+
       if (self->user != NULL && self->security == OUTBOX_SMTP_SECURITY_NONE &&
           !outbox_smtp_host_is_loopback (self->host))
         {
@@ -1197,7 +1203,8 @@ keyring_cb (GObject      *object,
       return;
     }
 
-  if (error == NULL && self->account != NULL)
+  /* Asked to sign in with a given method: a password is needed. */
+  if (error == NULL && self->account != NULL && self->opts.auth == NULL)
     {
       /* As in the app: an account without a stored password signs in to
        * nothing. */
