@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 #define G_LOG_DOMAIN "outbox-mail"
 
-#define _GNU_SOURCE /* sync_file_range() */
-
 #include "config.h"
 
 #include <errno.h>
@@ -42,14 +40,9 @@ struct _OutboxStoreWriter
   int               fd;          /* -1 once closed */
   int               write_errno; /* of the first failed write, or 0 */
   guint64           size;
-  guint64           flushed; /* written back to disk up to here, or being so */
   OutboxMessageScan scan;
   gboolean          finished; /* committed, or the commit failed */
 };
-
-/* A long message is handed to the disk as it is written, so that the
- * fsync at the commit has only the last part to wait for. */
-#define WRITEBACK_STEP (8 * 1024 * 1024)
 
 G_DEFINE_FINAL_TYPE (OutboxStore, outbox_store, G_TYPE_OBJECT)
 
@@ -844,18 +837,6 @@ outbox_store_writer_write (OutboxStoreWriter *writer,
 
   writer->size += len;
   outbox_message_scan_update (&writer->scan, data, len);
-
-#ifdef HAVE_SYNC_FILE_RANGE
-  if (writer->size - writer->flushed >= WRITEBACK_STEP)
-    {
-      /* Starts the writeback and returns: no waiting, and no promise
-       * either (the commit's fsync is that). */
-      if (sync_file_range (writer->fd, writer->flushed, writer->size - writer->flushed,
-                           SYNC_FILE_RANGE_WRITE) != 0)
-        g_debug ("sync_file_range on %s: %s", writer->tmp_path, g_strerror (errno));
-      writer->flushed = writer->size;
-    }
-#endif
 
   return TRUE;
 }

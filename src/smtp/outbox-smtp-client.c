@@ -568,12 +568,13 @@ session_finish (GTask *task)
 
 /* Writing ----------------------------------------------------------------- */
 
-/* Writes this large (the body) go through a worker thread as one blocking
- * write: GIO's asynchronous write of a TLS stream hands over one TLS
- * record per main loop iteration, which for a big message is thousands
- * of wake-ups, more CPU than the encryption itself. */
-#define THREAD_WRITE_MIN (64 * 1024)
-
+/* The body is written by a worker thread, one blocking write per chunk:
+ * GIO's asynchronous write of a TLS stream hands over one TLS record per
+ * main loop iteration, which for a big message is thousands of wake-ups,
+ * more CPU than the encryption itself. And the thread's result is what
+ * was written, whereas an asynchronous write checks the cancellable when
+ * its result is read, and would report a last chunk that went out whole
+ * (with the end of the message) as cancelled or timed out. */
 static void
 write_thread (GTask        *write_task,
               gpointer      source_object,
@@ -633,6 +634,23 @@ on_written_cb (GObject      *source,
   next (g_steal_pointer (&task));
 }
 
+/* What every write starts with: @bytes (taken) kept until written, @next
+ * to call then, and the step's timeout. */
+static GCancellable *
+session_begin_write (GTask         *task,
+                     GBytes        *bytes,
+                     OutboxSmtpStep timeout_step,
+                     NextStep       next)
+{
+  Session *s = g_task_get_task_data (task);
+
+  g_assert (s->pending_write == NULL);
+
+  s->pending_write = bytes;
+  s->on_written = next;
+  return session_begin_io (task, timeout_step, 0);
+}
+
 /* Writes @bytes in one write, then calls @next. Takes the task. */
 static void
 session_write_bytes (GTask         *task,
@@ -641,36 +659,30 @@ session_write_bytes (GTask         *task,
                      NextStep       next)
 {
   Session      *s = g_task_get_task_data (task);
-  GCancellable *cancellable;
+  GCancellable *cancellable = session_begin_write (task, bytes, timeout_step, next);
   gsize         len;
-  gconstpointer data;
-
-  g_assert (s->pending_write == NULL);
-
-  s->pending_write = bytes;
-  s->on_written = next;
-  data = g_bytes_get_data (bytes, &len);
-  cancellable = session_begin_io (task, timeout_step, 0);
-
-  /* The body always goes through the thread, whose result is what was
-   * written: an asynchronous write checks the cancellable when its result
-   * is read, and would report a last chunk that went out whole (with the
-   * end of the message) as cancelled or timed out. */
-  if (len >= THREAD_WRITE_MIN || timeout_step == OUTBOX_SMTP_STEP_BODY)
-    {
-      g_autoptr (GTask) write_task = g_task_new (s->out, cancellable, on_written_cb, task);
-
-      g_task_set_source_tag (write_task, write_thread);
-      g_task_set_task_data (write_task, g_bytes_ref (bytes), (GDestroyNotify) g_bytes_unref);
-      /* What was written is the truth, even if a cancel came meanwhile:
-       * the last chunk carries the end of the message. */
-      g_task_set_check_cancellable (write_task, FALSE);
-      g_task_run_in_thread (write_task, write_thread);
-      return;
-    }
+  gconstpointer data = g_bytes_get_data (bytes, &len);
 
   g_output_stream_write_all_async (s->out, data, len, G_PRIORITY_DEFAULT, cancellable,
                                    on_written_cb, task);
+}
+
+/* Like session_write_bytes(), for the body: in a worker thread (see
+ * write_thread()). */
+static void
+session_write_body (GTask   *task,
+                    GBytes  *bytes,
+                    NextStep next)
+{
+  Session      *s = g_task_get_task_data (task);
+  GCancellable *cancellable = session_begin_write (task, bytes, OUTBOX_SMTP_STEP_BODY, next);
+  g_autoptr (GTask) write_task = g_task_new (s->out, cancellable, on_written_cb, task);
+
+  g_task_set_source_tag (write_task, write_thread);
+  g_task_set_task_data (write_task, g_bytes_ref (bytes), (GDestroyNotify) g_bytes_unref);
+  /* What was written is the truth, even if a cancel came meanwhile. */
+  g_task_set_check_cancellable (write_task, FALSE);
+  g_task_run_in_thread (write_task, write_thread);
 }
 
 static void
@@ -2100,7 +2112,7 @@ write_body_buffer (GTask   *task,
   bytes = g_bytes_new_with_free_func (buf->data + offset, buf->len - offset,
                                       (GDestroyNotify) g_byte_array_unref, g_byte_array_ref (buf));
   s->body_out_sent = TRUE;
-  session_write_bytes (task, bytes, OUTBOX_SMTP_STEP_BODY, next);
+  session_write_body (task, bytes, next);
 }
 
 static void
@@ -3394,6 +3406,8 @@ outbox_smtp_client_set_auth_mechanism (OutboxSmtpClient *self,
                                        const char       *mechanism,
                                        GError          **error)
 {
+  const char *known;
+
   g_return_val_if_fail (OUTBOX_IS_SMTP_CLIENT (self), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
@@ -3403,9 +3417,10 @@ outbox_smtp_client_set_auth_mechanism (OutboxSmtpClient *self,
       return TRUE;
     }
 
-  if (outbox_smtp_auth_mechanism_lookup (mechanism) != NULL)
+  known = outbox_smtp_auth_mechanism_lookup (mechanism);
+  if (known != NULL)
     {
-      self->auth_mechanism = outbox_smtp_auth_mechanism_lookup (mechanism);
+      self->auth_mechanism = known;
       return TRUE;
     }
 
