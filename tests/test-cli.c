@@ -137,18 +137,22 @@ new_session (gpointer user_data)
   setsid ();
 }
 
+/* Standard input is a pipe, or with @stdin_path that file. */
 static GSubprocess *
-spawn (Run               *run,
-       const char *const *args)
+spawn_with_input (Run               *run,
+                  const char *const *args,
+                  const char        *stdin_path)
 {
   g_autoptr (GSubprocessLauncher) launcher = NULL;
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   g_autoptr (GError) error = NULL;
   GSubprocess *process;
 
-  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_PIPE |
+  launcher = g_subprocess_launcher_new ((stdin_path == NULL ? G_SUBPROCESS_FLAGS_STDIN_PIPE : 0) |
                                         G_SUBPROCESS_FLAGS_STDOUT_PIPE |
                                         G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  if (stdin_path != NULL)
+    g_subprocess_launcher_set_stdin_file_path (launcher, stdin_path);
   g_subprocess_launcher_setenv (launcher, "XDG_DATA_HOME", run->data_home, TRUE);
   g_subprocess_launcher_setenv (launcher, "XDG_CONFIG_HOME", run->config_home, TRUE);
   g_subprocess_launcher_setenv (launcher, "HOME", run->data_home, TRUE);
@@ -187,6 +191,13 @@ spawn (Run               *run,
   g_assert_no_error (error);
 
   return process;
+}
+
+static GSubprocess *
+spawn (Run               *run,
+       const char *const *args)
+{
+  return spawn_with_input (run, args, NULL);
 }
 
 static void
@@ -1266,6 +1277,27 @@ test_account (void)
   run_clear (&run);
 }
 
+/* The test's Postfix and its submission port, or NULL when this machine
+ * cannot run one (the test is skipped then). */
+static OutboxTestPostfix *
+start_postfix (char **port)
+{
+  g_autoptr (GError) error = NULL;
+  OutboxTestPostfix *postfix;
+
+  postfix = outbox_test_postfix_start (test_ca, &error);
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED))
+    {
+      g_test_skip (error->message);
+      return NULL;
+    }
+  g_assert_no_error (error);
+
+  *port = g_strdup_printf ("%u", outbox_test_postfix_get_submission_port (postfix));
+
+  return postfix;
+}
+
 /* A real Postfix ------------------------------------------------------------- */
 
 static void
@@ -1281,15 +1313,9 @@ test_postfix_bcc (void)
   Result           r;
   Run              run;
 
-  postfix = outbox_test_postfix_start (test_ca, &error);
-  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED))
-    {
-      g_test_skip (error->message);
-      return;
-    }
-  g_assert_no_error (error);
-
-  port = g_strdup_printf ("%u", outbox_test_postfix_get_submission_port (postfix));
+  postfix = start_postfix (&port);
+  if (postfix == NULL)
+    return;
   from = g_strdup (outbox_test_postfix_get_username (postfix));
   message = g_strdup_printf ("From: Alice <%s>\n"
                              "To: Bob <bob@outbox.test>\n"
@@ -2179,6 +2205,288 @@ test_stream_big (void)
   run_clear (&run);
 }
 
+/* Sent while it is read: a big message in a file */
+
+/* @input in a file, given to outbox-send as its standard input. */
+static void
+run_cli_file (Run               *run,
+              const char *const *args,
+              GBytes            *input,
+              Result            *r)
+{
+  g_autoptr (GSubprocess) process = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = g_build_filename (run->data_home, "message.eml", NULL);
+
+  g_assert_true (g_file_set_contents (path, g_bytes_get_data (input, NULL),
+                                      g_bytes_get_size (input), &error));
+  g_assert_no_error (error);
+
+  process = spawn_with_input (run, args, path);
+  memset (r, 0, sizeof *r);
+  wait_process (process, NULL, r);
+}
+
+/* @header, then CRLF lines (some starting with ".") up to about @size
+ * bytes, then @last (a line without its CRLF). */
+static GBytes *
+make_big_message (const char *header,
+                  gsize       size,
+                  const char *last)
+{
+  GString *text = g_string_new (header);
+
+  for (guint line = 1; text->len < size; line++)
+    {
+      if (line % 50 == 0)
+        g_string_append (text, ".a line that starts with a dot\r\n");
+      else
+        g_string_append_printf (text, "Line %u of a big message, long enough to fill it.\r\n",
+                                line);
+    }
+  g_string_append_printf (text, "%s\r\n", last);
+
+  return g_string_free_to_bytes (text);
+}
+
+static guint
+count_matches (const char *text,
+               const char *needle)
+{
+  guint n = 0;
+
+  for (const char *p = strstr (text, needle); p != NULL; p = strstr (p + 1, needle))
+    n++;
+
+  return n;
+}
+
+#define FOLLOW_HEADER                                                                       \
+  "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: big\r\nMIME-Version: 1.0\r\n" \
+  "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+
+/* A NUL byte deep in a big file: the message is refused with its line,
+ * nothing is kept, and a connection made meanwhile carries no message. */
+static void
+test_follow_nul (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) input = NULL;
+  g_autofree char *port = NULL;
+  Result           r;
+  Run              run;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test.example\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<alice@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  script_rcpt (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 End data with <CR><LF>.<CR><LF>\r\n");
+  /* Takes what comes until the client hangs up. */
+  {
+    g_autoptr (GBytes) nothing = g_bytes_new (NULL, 0);
+
+    outbox_test_smtp_server_send_draining (srv, nothing);
+  }
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  /* About 3.4 MB; the NUL is at 2.9 MB. */
+  input = make_message_with_nul ("From: alice@example.org\r\nSubject: NUL\r\n\r\n", 60000, 50000);
+
+  run_init (&run);
+  {
+    const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none",
+                           "-f", "alice@example.org", "bob@example.org", NULL };
+
+    run_cli_file (&run, args, input, &r);
+  }
+  g_assert_cmpstr (r.err, ==, "outbox-send: Line 50000 of the message contains a NUL byte, "
+                              "which mail cannot carry.\n");
+  g_assert_cmpint (r.status, ==, EX_DATAERR);
+  assert_outbox_clean (&run);
+
+  /* Found before the send began, or during it: either way no message. */
+  g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), <=, 1);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 0);
+  g_assert_null (outbox_test_smtp_server_get_failure (srv));
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* 8-bit data at the end of a big file, for a server without 8BITMIME:
+ * the send began as 7-bit, stops before that byte, and the message goes
+ * again encoded once saved. */
+static void
+test_follow_8bit_restart (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GBytes) input = NULL;
+  g_autoptr (GBytes) data = NULL;
+  g_auto (GStrv) sent = NULL;
+  g_autofree char *port = NULL;
+  const char      *text;
+  gsize            len;
+  gboolean         has_8bit = FALSE;
+  gboolean         has_long_lines = FALSE;
+  Result           r;
+  Run              run;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test.example\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<alice@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  script_rcpt (srv, "RCPT TO:<bob@example.org>");
+  script_data (srv);
+  outbox_test_smtp_server_send (srv, "250 2.0.0 Ok: queued\r\n");
+  script_quit (srv);
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  input = make_big_message (FOLLOW_HEADER, 2 * 1024 * 1024, "Caf\xc3\xa9 at the end.");
+
+  run_init (&run);
+  {
+    const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none",
+                           "-f", "alice@example.org", "bob@example.org", NULL };
+
+    run_cli_file (&run, args, input, &r);
+  }
+  g_assert_cmpstr (r.err, ==, "");
+  g_assert_cmpint (r.status, ==, EX_OK);
+
+  /* The first connection ends in the middle of the body (the script's
+   * read of it fails there); the second carries the message. */
+  g_assert_true (outbox_test_smtp_server_wait_connections (srv, 2, 10000));
+  g_assert_cmpuint (outbox_test_smtp_server_get_connection_count (srv), ==, 2);
+  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 1);
+
+  data = outbox_test_smtp_server_get_data (srv);
+  text = g_bytes_get_data (data, &len);
+  for (gsize i = 0; i < len; i++)
+    g_assert_cmpint (text[i] & 0x80, ==, 0);
+  g_assert_nonnull (g_strstr_len (text, len, "Content-Transfer-Encoding: quoted-printable"));
+  g_assert_nonnull (g_strstr_len (text, len, "Caf=C3=A9 at the end."));
+  g_assert_nonnull (g_strstr_len (text, len, "\r\n..a line that starts with a dot\r\n"));
+
+  sent = list_folder (&run, OUTBOX_FOLDER_SENT);
+  g_assert_cmpuint (g_strv_length (sent), ==, 1);
+  {
+    g_autoptr (OutboxStore) store = run_store (&run);
+
+    g_assert_true (outbox_store_get_content_flags (store, OUTBOX_FOLDER_SENT, sent[0], &has_8bit,
+                                                   &has_long_lines));
+  }
+  g_assert_true (has_8bit);
+  g_assert_false (has_long_lines);
+  assert_outbox_clean (&run);
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
+/* Through Postfix (STARTTLS, AUTH, 8BITMIME, CHUNKING): a big file with
+ * 8-bit data goes out as it is read, in one session; one with a line over
+ * 998 octets is stopped and sent again encoded. What arrives is checked
+ * byte for byte. */
+static void
+test_follow_postfix (void)
+{
+  g_autoptr (OutboxTestPostfix) postfix = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *port = NULL;
+  g_autofree char *long_line = g_strnfill (3000, 'w');
+  const char      *user;
+
+  postfix = start_postfix (&port);
+  if (postfix == NULL)
+    return;
+  user = outbox_test_postfix_get_username (postfix);
+
+  for (guint i = 0; i < 2; i++)
+    {
+      gboolean encoded = i == 1;
+      g_autoptr (GBytes) input = NULL;
+      g_autoptr (GPtrArray) delivered = NULL;
+      g_autoptr (GBytes) original = NULL;
+      g_autoptr (GByteArray) expected = NULL;
+      g_autofree char *mail_from = NULL;
+      const char      *sent_body;
+      const char      *given_body;
+      const char      *text;
+      gsize            len;
+      Result           r;
+      Run              run;
+
+      input = make_big_message (FOLLOW_HEADER, 2 * 1024 * 1024,
+                                encoded ? long_line : "Caf\xc3\xa9 at the end.");
+
+      run_init (&run);
+      g_free (run.password);
+      run.password = g_strdup (outbox_test_postfix_get_password (postfix));
+      {
+        const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "starttls",
+                               "--user", user, "--password-fd", "3",
+                               "--ca-file", outbox_test_ca_get_ca_file (test_ca), "-v",
+                               "-f", user, "bob@outbox.test", NULL };
+
+        run_cli_file (&run, args, input, &r);
+      }
+      g_assert_cmpint (r.status, ==, EX_OK);
+
+      /* Declared 8-bit before the body was known, sized from the file. */
+      mail_from = g_strdup_printf ("C: MAIL FROM:<%s> SIZE=", user);
+      g_assert_cmpuint (count_matches (r.err, mail_from), ==, encoded ? 2 : 1);
+      g_assert_nonnull (strstr (r.err, " BODY=8BITMIME\n"));
+
+      delivered = outbox_test_postfix_wait_for_messages (postfix, 1, 30000, &error);
+      g_assert_no_error (error);
+      g_assert_cmpuint (delivered->len, ==, 1);
+      g_assert_true (outbox_test_postfix_split_delivered (g_ptr_array_index (delivered, 0), NULL,
+                                                          NULL, &original, &error));
+      g_assert_no_error (error);
+      text = g_bytes_get_data (original, &len);
+
+      /* Postfix delivers LF line ends, as Outbox stores them. */
+      expected = crlf_to_lf (g_bytes_get_data (input, NULL), g_bytes_get_size (input));
+      g_byte_array_append (expected, (const guint8 *) "", 1);
+      given_body = strstr ((const char *) expected->data, "\n\n");
+      sent_body = g_strstr_len (text, len, "\n\n");
+      g_assert_nonnull (sent_body);
+      if (!encoded)
+        {
+          /* As given, line ends aside. */
+          g_assert_cmpuint (len - (sent_body - text), ==, strlen (given_body));
+          g_assert_true (memcmp (sent_body, given_body, strlen (given_body)) == 0);
+        }
+      else
+        {
+          gsize start = 0;
+
+          g_assert_nonnull (g_strstr_len (text, len, "Content-Transfer-Encoding: quoted-printable"));
+          for (gsize j = 0; j < len; j++)
+            {
+              if (text[j] == '\n')
+                {
+                  g_assert_cmpuint (j - start, <=, 998);
+                  start = j + 1;
+                }
+            }
+          g_assert_nonnull (g_strstr_len (text, len, "\n.a line that starts with a dot\n"));
+        }
+
+      assert_outbox_clean (&run);
+      result_clear (&r);
+      run_clear (&run);
+    }
+}
+
 /* --auth picks the method; without it, the strongest offered. */
 static void
 test_postfix_auth (void)
@@ -2190,15 +2498,9 @@ test_postfix_auth (void)
   g_autofree char *from = NULL;
   Run              run;
 
-  postfix = outbox_test_postfix_start (test_ca, &error);
-  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED))
-    {
-      g_test_skip (error->message);
-      return;
-    }
-  g_assert_no_error (error);
-
-  port = g_strdup_printf ("%u", outbox_test_postfix_get_submission_port (postfix));
+  postfix = start_postfix (&port);
+  if (postfix == NULL)
+    return;
   from = g_strdup (outbox_test_postfix_get_username (postfix));
 
   run_init (&run);
@@ -2283,6 +2585,9 @@ main (int   argc,
   g_test_add_func ("/cli/stream/nul", test_stream_nul);
   g_test_add_func ("/cli/stream/interrupted", test_stream_interrupted);
   g_test_add_func ("/cli/stream/content-flags", test_stream_content_flags);
+  g_test_add_func ("/cli/follow/nul", test_follow_nul);
+  g_test_add_func ("/cli/follow/8bit-restart", test_follow_8bit_restart);
+  g_test_add_func ("/cli/follow/postfix", test_follow_postfix);
 
   ret = g_test_run ();
 

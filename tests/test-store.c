@@ -973,6 +973,242 @@ test_default_root (void)
   g_assert_cmpstr (sent, ==, sent_expected);
 }
 
+/* Following a writer */
+
+static GBytes *
+load_message (OutboxStore *store,
+              OutboxFolder folder,
+              const char  *id)
+{
+  g_autoptr (GFile) file = outbox_store_get_message_file (store, folder, id);
+  g_autoptr (GError) error = NULL;
+  GBytes *bytes;
+
+  g_assert_nonnull (file);
+  bytes = g_file_load_bytes (file, NULL, NULL, &error);
+  g_assert_no_error (error);
+
+  return bytes;
+}
+
+static void
+assert_tmp_empty (OutboxStore *store,
+                  OutboxFolder folder)
+{
+  g_autofree char *folder_path = outbox_store_get_folder_path (store, folder);
+  g_autofree char *tmp = g_build_filename (folder_path, "tmp", NULL);
+  g_autoptr (GDir) dir = g_dir_open (tmp, 0, NULL);
+
+  g_assert_nonnull (dir);
+  g_assert_null (g_dir_read_name (dir));
+}
+
+static gpointer
+cancel_soon_thread (gpointer user_data)
+{
+  g_usleep (50000);
+  g_cancellable_cancel (user_data);
+
+  return NULL;
+}
+
+typedef struct
+{
+  OutboxStoreWriter *writer;
+  GBytes            *content;
+  const GError      *end_error; /* how the input ends */
+  guint              pause_us;  /* between writes */
+} FollowFeed;
+
+static gpointer
+follow_feed_thread (gpointer user_data)
+{
+  FollowFeed   *feed = user_data;
+  gsize         len;
+  const guint8 *data = g_bytes_get_data (feed->content, &len);
+
+  for (gsize i = 0; i < len; i += 4099)
+    {
+      g_assert_true (outbox_store_writer_write (feed->writer, data + i, MIN (4099, len - i), NULL));
+      if (feed->pause_us > 0 && i % (16 * 4099) == 0)
+        g_usleep (feed->pause_us);
+    }
+  outbox_store_writer_end_input (feed->writer, feed->end_error);
+
+  return NULL;
+}
+
+/* @lines lines of text, one of them (@long_at, if not 0) over 998
+ * octets. */
+static GBytes *
+make_follow_content (guint lines,
+                     guint long_at)
+{
+  GString *text = g_string_new ("Subject: followed\n\n");
+
+  for (guint i = 1; i <= lines; i++)
+    {
+      if (i == long_at)
+        {
+          for (guint j = 0; j < 1200; j++)
+            g_string_append_c (text, 'x');
+          g_string_append_c (text, '\n');
+        }
+      else
+        g_string_append_printf (text, "Line %u, read while it is written.\n", i);
+    }
+
+  return g_string_free_to_bytes (text);
+}
+
+/* A reader gets every byte as it is written, then the end; the commit
+ * waits for the end of the input. */
+static void
+test_follow (Fixture      *fixture,
+             gconstpointer user_data)
+{
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GBytes) content = make_follow_content (20000, 0);
+  g_autoptr (GInputStream) stream = NULL;
+  g_autoptr (GByteArray) got = g_byte_array_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GThread) thread = NULL;
+  g_autoptr (GBytes) stored = NULL;
+  g_autofree char   *id = NULL;
+  g_autofree guint8 *buf = g_malloc (65536);
+  FollowFeed         feed = { 0 };
+  gssize             n;
+
+  feed.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  stream = outbox_store_writer_follow (feed.writer, 123456, &error);
+  g_assert_no_error (error);
+  g_assert_true (outbox_store_writer_is_followed (feed.writer));
+  g_assert_cmpuint (outbox_store_writer_get_expected_size (feed.writer), ==, 123456);
+
+  feed.content = content;
+  feed.pause_us = 1000;
+  thread = g_thread_new ("feed", follow_feed_thread, &feed);
+
+  while ((n = g_input_stream_read (stream, buf, 65536, NULL, &error)) > 0)
+    g_byte_array_append (got, buf, n);
+  g_assert_no_error (error);
+  g_assert_cmpint (n, ==, 0);
+  g_thread_join (g_steal_pointer (&thread));
+
+  g_assert_cmpmem (got->data, got->len, g_bytes_get_data (content, NULL),
+                   g_bytes_get_size (content));
+  g_assert_cmpuint (outbox_store_writer_get_expected_size (feed.writer), ==,
+                    g_bytes_get_size (content));
+
+  id = outbox_store_writer_commit (feed.writer, envelope, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (id);
+  stored = load_message (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
+  g_assert_true (g_bytes_equal (stored, content));
+
+  /* The stream outlives the writer. */
+  outbox_store_writer_free (feed.writer);
+  g_assert_cmpint (g_input_stream_read (stream, buf, 65536, NULL, &error), ==, 0);
+  g_assert_no_error (error);
+}
+
+/* Input that fails: the reader gets its error, and so does the commit,
+ * which keeps nothing. A line over 998 octets stops the reader, not the
+ * commit. A cancelled wait is cancelled. */
+static void
+test_follow_failures (Fixture      *fixture,
+                      gconstpointer user_data)
+{
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GError) failure = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                                                    "Line 5 has a NUL byte");
+  g_autofree guint8 *buf = g_malloc (65536);
+
+  for (guint round = 0; round < 2; round++)
+    {
+      gboolean long_line = round == 1;
+      g_autoptr (GBytes) content = make_follow_content (5000, long_line ? 4000 : 0);
+      g_autoptr (GInputStream) stream = NULL;
+      g_autoptr (GError) error = NULL;
+      g_autoptr (GThread) thread = NULL;
+      g_autofree char *id = NULL;
+      g_auto (GStrv) ids = NULL;
+      FollowFeed feed = { 0 };
+      guint64    read = 0;
+      gssize     n;
+
+      feed.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+      g_assert_no_error (error);
+      stream = outbox_store_writer_follow (feed.writer, 0, &error);
+      g_assert_no_error (error);
+      feed.content = content;
+      feed.end_error = long_line ? NULL : failure;
+      thread = g_thread_new ("feed", follow_feed_thread, &feed);
+
+      while ((n = g_input_stream_read (stream, buf, 65536, NULL, &error)) > 0)
+        read += n;
+      g_assert_cmpint (n, ==, -1);
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+      if (long_line)
+        {
+          /* Stopped before the long line. */
+          g_assert_cmpuint (read, <, g_bytes_get_size (content) - 1201);
+          g_assert_nonnull (strstr (error->message, "998"));
+        }
+      else
+        g_assert_cmpstr (error->message, ==, "Line 5 has a NUL byte");
+      g_clear_error (&error);
+      g_thread_join (g_steal_pointer (&thread));
+
+      id = outbox_store_writer_commit (feed.writer, envelope, NULL, &error);
+      if (long_line)
+        {
+          gboolean has_8bit = TRUE;
+          gboolean has_long_lines = FALSE;
+
+          g_assert_no_error (error);
+          g_assert_true (outbox_store_get_content_flags (fixture->store, OUTBOX_FOLDER_OUTBOX, id,
+                                                         &has_8bit, &has_long_lines));
+          g_assert_false (has_8bit);
+          g_assert_true (has_long_lines);
+          g_assert_true (outbox_store_remove (fixture->store, OUTBOX_FOLDER_OUTBOX, id, &error));
+          g_assert_no_error (error);
+        }
+      else
+        {
+          g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+          g_assert_null (id);
+          g_clear_error (&error);
+        }
+      outbox_store_writer_free (feed.writer);
+
+      ids = outbox_store_list (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+      g_assert_no_error (error);
+      g_assert_cmpstrv (ids, ((const char *[]){ NULL }));
+      assert_tmp_empty (fixture->store, OUTBOX_FOLDER_OUTBOX);
+    }
+
+  /* Waiting for more, then cancelled. */
+  {
+    g_autoptr (OutboxStoreWriter) writer = NULL;
+    g_autoptr (GInputStream) stream = NULL;
+    g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+    g_autoptr (GError) error = NULL;
+
+    writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+    g_assert_no_error (error);
+    stream = outbox_store_writer_follow (writer, 0, &error);
+    g_assert_no_error (error);
+    {
+      g_autoptr (GThread) thread = g_thread_new ("cancel", cancel_soon_thread, cancellable);
+
+      g_assert_cmpint (g_input_stream_read (stream, buf, 65536, cancellable, &error), ==, -1);
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+    }
+  }
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -998,6 +1234,8 @@ main (int   argc,
   ADD ("/store/writer-commit", test_writer_commit);
   ADD ("/store/writer-commit-fails", test_writer_commit_fails);
   ADD ("/store/writer-not-stale", test_writer_not_stale);
+  ADD ("/store/follow", test_follow);
+  ADD ("/store/follow-failures", test_follow_failures);
   ADD ("/store/content-flags", test_content_flags);
   g_test_add_func ("/store/default-root", test_default_root);
 

@@ -8,6 +8,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -58,6 +59,9 @@
 #define MAX_HEADER_MIB  1
 #define MAX_HEADER_SIZE (MAX_HEADER_MIB * 1024 * 1024)
 
+/* From this size on, a message in a file is sent while it is read. */
+#define FOLLOW_MIN_SIZE (1024 * 1024)
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (InternetAddressList, g_object_unref)
 
 typedef struct
@@ -104,6 +108,10 @@ typedef struct
   guint64     lines_before; /* the LFs of the input before the body */
   guint64     header_size;  /* of the stored header, in front of the body */
 
+  /* The store's writer, which the reading thread writes to (borrowed:
+   * the sender may own it meanwhile). */
+  OutboxStoreWriter *writer;
+
   GError *nul_error;    /* (nullable) a NUL byte: the first thing to say */
   GError *header_error; /* (nullable) a broken header */
   GError *store_error;  /* (nullable) writing to the outbox failed */
@@ -139,6 +147,14 @@ typedef struct
   OutboxSmtpClient *client;
   OutboxStore      *store;
   char             *id; /* in the outbox, once stored */
+
+  /* A big message in a file is sent as it is read: the send starts while
+   * the body still goes into the outbox. */
+  GInputStream *following;    /* (nullable) the message, for the send */
+  gboolean      reading;      /* the body is being read meanwhile */
+  gboolean      quit_on_read; /* finished while reading: quit after it */
+  GError       *read_error;   /* (nullable) reading it failed */
+  GAsyncResult *sent;         /* (nullable) the send's result, if it came first */
 } Send;
 
 /* Helpers */
@@ -200,6 +216,9 @@ send_clear (Send *self)
   g_clear_object (&self->client);
   g_clear_object (&self->store);
   g_clear_pointer (&self->id, g_free);
+  g_clear_object (&self->following);
+  g_clear_error (&self->read_error);
+  g_clear_object (&self->sent);
 }
 
 /* Every message to the user goes to standard error, starting with the
@@ -227,6 +246,15 @@ finish (Send *self,
         int   exit_code)
 {
   self->exit_code = exit_code;
+
+  /* The reading thread still writes to the store: it stops first. */
+  if (self->reading)
+    {
+      self->quit_on_read = TRUE;
+      g_cancellable_cancel (self->cancellable);
+      return;
+    }
+
   g_main_loop_quit (self->loop);
 }
 
@@ -1017,12 +1045,13 @@ print_rejected (GPtrArray *rejected)
     }
 }
 
+static gboolean input_failed (Send *self);
+
+/* What became of the message, once the send and any reading are over. */
 static void
-send_cb (GObject      *object,
-         GAsyncResult *result,
-         gpointer      user_data)
+send_outcome (Send         *self,
+              GAsyncResult *result)
 {
-  Send *self = user_data;
   g_autoptr (GPtrArray) rejected = NULL;
   g_autoptr (GError) error = NULL;
   const OutboxSmtpFailure *failure;
@@ -1033,6 +1062,10 @@ send_cb (GObject      *object,
   self->id = outbox_sender_send_writer_finish (result, &rejected, &error);
   if (self->id == NULL)
     {
+      /* Read as it was sent: what went wrong with the input comes first. */
+      if (self->following != NULL && input_failed (self))
+        return;
+
       /* clang-format off */
       fail (self, EX_CANTCREAT,
             _("The message could not be saved in the outbox, so it was not sent: %s"),
@@ -1074,6 +1107,23 @@ send_cb (GObject      *object,
     }
 
   finish (self, code);
+}
+
+static void
+send_cb (GObject      *object,
+         GAsyncResult *result,
+         gpointer      user_data)
+{
+  Send *self = user_data;
+
+  /* The outcome may depend on how reading ended: wait for it. */
+  if (self->reading)
+    {
+      self->sent = g_object_ref (result);
+      return;
+    }
+
+  send_outcome (self, result);
 }
 
 /* With the password (or without one), makes the client and commits the
@@ -1122,6 +1172,24 @@ have_password (Send *self)
 
   if (self->opts.verbose)
     g_signal_connect (self->client, "transcript", G_CALLBACK (on_transcript_cb), self);
+
+  if (self->following != NULL)
+    {
+      /* Reading has failed already: nothing to send. */
+      if (!self->reading && input_failed (self))
+        return;
+
+      /* The message is still being read into the outbox, and goes out as
+       * it is; its end waits for the commit, which waits for the end of
+       * the input. */
+      outbox_sender_send_following_async (self->store, g_steal_pointer (&self->writer),
+                                          self->following, self->envelope,
+                                          self->account != NULL
+                                            ? outbox_account_get_id (self->account)
+                                            : NULL,
+                                          self->client, self->cancellable, send_cb, self);
+      return;
+    }
 
   /* The message was written as it was read; now it goes into the outbox
    * while the client connects and sends, and its end goes out only once
@@ -1479,28 +1547,19 @@ read_header_thread (GTask        *task,
 
 /* What is left of the head is the start of the body; the rest of the body
  * goes from standard input to the store, a block at a time. */
-static void
-read_body_thread (GTask        *task,
-                  gpointer      source_object,
-                  gpointer      task_data,
-                  GCancellable *cancellable)
+static gboolean
+read_body (Input        *input,
+           GCancellable *cancellable,
+           GError      **error)
 {
-  Send   *self = task_data;
-  Input  *input = self->input;
-  GError *error = NULL;
-
   input->lines_before = count_lines (input->head->data, input->body_offset);
 
   if (input->head->len > input->body_offset &&
-      !outbox_store_writer_write (self->writer, input->head->data + input->body_offset,
+      !outbox_store_writer_write (input->writer, input->head->data + input->body_offset,
                                   input->head->len - input->body_offset, &input->store_error))
     {
-      if (!drain_input (input, TRUE, count_lines (input->head->data, input->head->len),
-                        cancellable, &error))
-        g_task_return_error (task, error);
-      else
-        g_task_return_boolean (task, TRUE);
-      return;
+      return drain_input (input, TRUE, count_lines (input->head->data, input->head->len),
+                          cancellable, error);
     }
 
   g_clear_pointer (&input->head, g_byte_array_unref);
@@ -1513,23 +1572,20 @@ read_body_thread (GTask        *task,
       gsize         len;
       guint64       lines = 0;
 
-      if (!read_block (input, &len, cancellable, &error))
-        {
-          g_task_return_error (task, error);
-          return;
-        }
+      if (!read_block (input, &len, cancellable, error))
+        return FALSE;
 
       nul = memchr (input->block, '\0', len);
-      if (nul == NULL && outbox_store_writer_write (self->writer, input->block, len,
+      if (nul == NULL && outbox_store_writer_write (input->writer, input->block, len,
                                                     &input->store_error))
         continue;
 
       /* The message stops here: a NUL byte, or the store failed. Which
        * line is this? The body read before this block is in the store's
        * file. */
-      path = outbox_store_writer_get_path (self->writer);
+      path = outbox_store_writer_get_path (input->writer);
       counted = count_lines_in_file (path, input->header_size,
-                                     outbox_store_writer_get_size (self->writer), &lines);
+                                     outbox_store_writer_get_size (input->writer), &lines);
       if (counted)
         {
           lines += input->lines_before;
@@ -1549,15 +1605,58 @@ read_body_thread (GTask        *task,
 
       /* After a failed write, a NUL byte further on is still the error to
        * tell. */
-      if (!drain_input (input, counted && input->nul_error == NULL, lines, cancellable, &error))
-        {
-          g_task_return_error (task, error);
-          return;
-        }
-      break;
+      return drain_input (input, counted && input->nul_error == NULL, lines, cancellable, error);
     }
 
-  g_task_return_boolean (task, TRUE);
+  return TRUE;
+}
+
+static void
+read_body_thread (GTask        *task,
+                  gpointer      source_object,
+                  gpointer      task_data,
+                  GCancellable *cancellable)
+{
+  Send   *self = task_data;
+  Input  *input = self->input;
+  GError *error = NULL;
+
+  if (!read_body (input, cancellable, &error))
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+}
+
+/* The same while the message is being sent: the send learns how the
+ * input ended, and the commit may go on. This is the thread's last use
+ * of the writer, which the sender frees after the commit. */
+static void
+follow_body_thread (GTask        *task,
+                    gpointer      source_object,
+                    gpointer      task_data,
+                    GCancellable *cancellable)
+{
+  Send         *self = task_data;
+  Input        *input = self->input;
+  GError       *error = NULL;
+  const GError *failure;
+  gboolean      read;
+
+  read = read_body (input, cancellable, &error);
+
+  if (!read)
+    failure = error;
+  else if (input->nul_error != NULL)
+    failure = input->nul_error;
+  else
+    failure = input->store_error;
+  outbox_store_writer_end_input (input->writer, failure);
+  input->writer = NULL;
+
+  if (!read)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
 }
 
 /* Reading standard input (main thread) */
@@ -1605,6 +1704,20 @@ refused (Send *self)
   g_clear_pointer (&self->writer, outbox_store_writer_free);
 
   return TRUE;
+}
+
+/* For a message read while it was sent: says what went wrong with the
+ * input, if anything did. Returns whether it did. */
+static gboolean
+input_failed (Send *self)
+{
+  if (self->read_error != NULL)
+    {
+      read_failed (self, self->read_error);
+      return TRUE;
+    }
+
+  return refused (self);
 }
 
 static void
@@ -1655,6 +1768,25 @@ drain_thread (GTask        *task,
 }
 
 static void
+follow_body_cb (GObject      *object,
+                GAsyncResult *result,
+                gpointer      user_data)
+{
+  Send *self = user_data;
+  g_autoptr (GAsyncResult) sent = g_steal_pointer (&self->sent);
+
+  self->reading = FALSE;
+  g_task_propagate_boolean (G_TASK (result), &self->read_error);
+
+  if (self->quit_on_read)
+    g_main_loop_quit (self->loop);
+  else if (sent != NULL)
+    send_outcome (self, sent);
+  /* Otherwise the send goes on, or has not begun: then have_password()
+   * looks at how reading ended. */
+}
+
+static void
 read_body_cb (GObject      *object,
               GAsyncResult *result,
               gpointer      user_data)
@@ -1688,9 +1820,43 @@ begin_store (Send    *self,
     return FALSE;
 
   self->input->header_size = g_bytes_get_size (header);
+  self->input->writer = self->writer;
 
   return outbox_store_writer_write (self->writer, g_bytes_get_data (header, NULL),
                                     g_bytes_get_size (header), error);
+}
+
+/* A big message in a file is sent while it is read into the outbox: its
+ * size is known from the file, though not yet whether it has 8-bit data
+ * or long lines (see outbox_sender_send_following_async()). A small one,
+ * or one from a pipe, is all read and checked before connecting. */
+static gboolean
+start_following (Send *self)
+{
+  Input *input = self->input;
+  g_autoptr (GError) error = NULL;
+  struct stat info;
+  off_t       offset;
+  guint64     expected;
+
+  if (fstat (STDIN_FILENO, &info) != 0 || !S_ISREG (info.st_mode))
+    return FALSE;
+
+  offset = lseek (STDIN_FILENO, 0, SEEK_CUR);
+  if (offset < 0 || info.st_size - offset < FOLLOW_MIN_SIZE)
+    return FALSE;
+
+  /* The header as stored, the body read with it, and the rest. */
+  expected = input->header_size + (input->head->len - input->body_offset) +
+             (guint64) (info.st_size - offset);
+  self->following = outbox_store_writer_follow (self->writer, expected, &error);
+  if (self->following == NULL)
+    {
+      g_debug ("Sending after reading: %s", error->message);
+      return FALSE;
+    }
+
+  return TRUE;
 }
 
 static void
@@ -1725,6 +1891,15 @@ read_header_cb (GObject      *object,
     }
 
   g_clear_pointer (&self->message, outbox_cli_message_free);
+
+  if (start_following (self))
+    {
+      self->reading = TRUE;
+      run_input_task (self, follow_body_thread, follow_body_cb);
+      find_password (self);
+      return;
+    }
+
   run_input_task (self, read_body_thread, read_body_cb);
 }
 

@@ -12,6 +12,7 @@
 
 #include "outbox-message.h"
 #include "outbox-smtp-address.h"
+#include "outbox-smtp-data-filter.h"
 #include "outbox-smtp-error.h"
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (GMimeMessage, g_object_unref)
@@ -711,41 +712,6 @@ outbox_message_to_bytes (GMimeMessage *message)
 
 /* Scanning for 8-bit data and long lines */
 
-#define HIGH_BITS G_GUINT64_CONSTANT (0x8080808080808080)
-
-/* Whether any byte of @data is over 127: eight bytes at a time, in runs
- * the compiler can vectorise. */
-static gboolean
-has_8bit_bytes (const guint8 *data,
-                gsize         len)
-{
-  gsize i = 0;
-
-  for (; i + 256 <= len; i += 256)
-    {
-      guint64 any = 0;
-
-      for (gsize j = 0; j < 256; j += 8)
-        {
-          guint64 word;
-
-          memcpy (&word, data + i + j, sizeof word);
-          any |= word;
-        }
-
-      if ((any & HIGH_BITS) != 0)
-        return TRUE;
-    }
-
-  for (; i < len; i++)
-    {
-      if (data[i] & 0x80)
-        return TRUE;
-    }
-
-  return FALSE;
-}
-
 /* Whether a line of @data is over 998 octets, given that the line going on
  * at its start has @scan->line octets already. Rather than visiting every
  * line, it looks for the last LF within reach of the current line's start:
@@ -808,7 +774,7 @@ outbox_message_scan_update (OutboxMessageScan *scan,
   g_return_if_fail (data != NULL || len == 0);
 
   if (!scan->has_8bit)
-    scan->has_8bit = has_8bit_bytes (data, len);
+    scan->has_8bit = outbox_smtp_data_has_8bit (data, len);
 
   if (!scan->has_long_lines)
     scan_lines (scan, data, len);

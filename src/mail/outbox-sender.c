@@ -33,6 +33,12 @@ typedef struct
   GPtrArray         *jobs;
   GError            *commit_error;
   guint              pending; /* of the commit and the send */
+
+  /* outbox_sender_send_following_async() */
+  GInputStream *following;  /* the message as it is written */
+  gboolean      followed;   /* sent while it was written */
+  gboolean      final_8bit; /* as the commit found */
+  gboolean      final_long; /* likewise: lines over 998 octets */
 } SendData;
 
 static void
@@ -52,6 +58,7 @@ send_data_free (SendData *data)
   g_clear_pointer (&data->account_id, g_free);
   g_clear_pointer (&data->jobs, g_ptr_array_unref);
   g_clear_error (&data->commit_error);
+  g_clear_object (&data->following);
   g_free (data);
 }
 
@@ -469,6 +476,25 @@ outbox_sender_send_finish (GAsyncResult *result,
 
 /* Sending while saving */
 
+static void writer_sequential_send_cb (GObject      *object,
+                                       GAsyncResult *result,
+                                       gpointer      user_data);
+
+/* Whether a message sent as it was written stopped because it must be
+ * encoded (which the engine found out, or the stream did). */
+static gboolean
+needs_encoding (SendData *data)
+{
+  if (!data->followed || data->send_error == NULL)
+    return FALSE;
+
+  if (g_error_matches (data->send_error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NEEDS_7BIT))
+    return data->final_8bit;
+
+  return data->final_long &&
+         g_error_matches (data->send_error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT);
+}
+
 static void
 writer_done (GTask *task)
 {
@@ -490,6 +516,17 @@ writer_done (GTask *task)
       return;
     }
 
+  if (needs_encoding (data))
+    {
+      /* Stopped before the end: the server has nothing. Saved now, the
+       * message goes again, encoded as it needs. */
+      g_debug ("Message %s needs encoding; sending it again from the outbox", data->id);
+      g_clear_error (&data->send_error);
+      outbox_sender_send_async (data->store, data->id, data->client, g_task_get_cancellable (task),
+                                writer_sequential_send_cb, task);
+      return;
+    }
+
   record_outcome (task);
 }
 
@@ -505,9 +542,14 @@ writer_commit_thread (GTask        *commit,
 
   id = outbox_store_writer_commit (data->writer, data->envelope, data->account_id, &error);
   if (id == NULL)
-    g_task_return_error (commit, error);
-  else
-    g_task_return_pointer (commit, id, g_free);
+    {
+      g_task_return_error (commit, error);
+      return;
+    }
+
+  /* All of it is written now. */
+  outbox_store_writer_get_content_flags (data->writer, &data->final_8bit, &data->final_long);
+  g_task_return_pointer (commit, id, g_free);
 }
 
 static void
@@ -539,6 +581,7 @@ writer_send_cb (GObject      *object,
 
   outbox_smtp_client_send_batch_finish (data->client, result, NULL);
   g_clear_object (&data->stream);
+  g_clear_object (&data->following);
 
   if (outbox_smtp_job_get_sent (job))
     {
@@ -615,6 +658,55 @@ run_commit (GTask              *task,
   g_task_run_in_thread (commit, writer_commit_thread);
 }
 
+/* The task of a send while saving; its data owns @writer. */
+static GTask *
+writer_task_new (OutboxStore          *store,
+                 OutboxStoreWriter    *writer,
+                 const OutboxEnvelope *envelope,
+                 const char           *account_id,
+                 OutboxSmtpClient     *client,
+                 GCancellable         *cancellable,
+                 GAsyncReadyCallback   callback,
+                 gpointer              user_data)
+{
+  SendData *data = g_new0 (SendData, 1);
+  GTask    *task;
+
+  data->store = g_object_ref (store);
+  data->writer = writer;
+  data->envelope = outbox_envelope_new (envelope->from,
+                                        (const char *const *) envelope->recipients);
+  data->account_id = g_strdup (account_id);
+  data->client = g_object_ref (client);
+  data->size = (goffset) outbox_store_writer_get_expected_size (writer);
+
+  /* One source tag: outbox_sender_send_writer_finish() is for both. */
+  task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (task, outbox_sender_send_writer_async);
+  g_task_set_task_data (task, data, (GDestroyNotify) send_data_free);
+  g_task_set_check_cancellable (task, FALSE);
+
+  return task;
+}
+
+/* The send and the commit run side by side; the end of the message waits
+ * for the commit. Each holds a reference on @task. */
+static void
+run_send_and_commit (GTask         *task,
+                     OutboxSmtpJob *job)
+{
+  SendData *data = g_task_get_task_data (task);
+
+  outbox_smtp_job_hold_end (job);
+  data->jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+  g_ptr_array_add (data->jobs, job);
+  data->pending = 2;
+
+  outbox_smtp_client_send_batch_async (data->client, data->jobs, g_task_get_cancellable (task),
+                                       writer_send_cb, g_object_ref (task));
+  run_commit (task, writer_commit_cb);
+}
+
 void
 outbox_sender_send_writer_async (OutboxStore          *store,
                                  OutboxStoreWriter    *writer,
@@ -628,30 +720,20 @@ outbox_sender_send_writer_async (OutboxStore          *store,
   g_autoptr (GTask) task = NULL;
   g_autoptr (GFile) file = NULL;
   g_autoptr (GError) error = NULL;
-  OutboxSmtpJob *job;
-  SendData      *data;
-  gboolean       has_8bit = FALSE;
-  gboolean       has_long_lines = FALSE;
+  SendData *data;
+  gboolean  has_8bit = FALSE;
+  gboolean  has_long_lines = FALSE;
 
   g_return_if_fail (OUTBOX_IS_STORE (store));
   g_return_if_fail (writer != NULL);
+  g_return_if_fail (!outbox_store_writer_is_followed (writer));
   g_return_if_fail (envelope != NULL);
   g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (client));
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
-  data = g_new0 (SendData, 1);
-  data->store = g_object_ref (store);
-  data->writer = writer;
-  data->envelope = outbox_envelope_new (envelope->from,
-                                        (const char *const *) envelope->recipients);
-  data->account_id = g_strdup (account_id);
-  data->client = g_object_ref (client);
-  data->size = (goffset) outbox_store_writer_get_size (writer);
-
-  task = g_task_new (NULL, cancellable, callback, user_data);
-  g_task_set_source_tag (task, outbox_sender_send_writer_async);
-  g_task_set_task_data (task, data, (GDestroyNotify) send_data_free);
-  g_task_set_check_cancellable (task, FALSE);
+  task = writer_task_new (store, writer, envelope, account_id, client, cancellable, callback,
+                          user_data);
+  data = g_task_get_task_data (task);
 
   outbox_store_writer_get_content_flags (writer, &has_8bit, &has_long_lines);
   file = g_file_new_for_path (outbox_store_writer_get_path (writer));
@@ -667,18 +749,45 @@ outbox_sender_send_writer_async (OutboxStore          *store,
       return;
     }
 
-  /* The send and the commit run side by side; the end of the message
-   * waits for the commit. Each holds a reference on the task. */
-  job = outbox_smtp_job_new (data->envelope->from, (const char *const *) data->envelope->recipients,
-                             G_INPUT_STREAM (data->stream), data->size);
-  outbox_smtp_job_hold_end (job);
-  data->jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
-  g_ptr_array_add (data->jobs, job);
-  data->pending = 2;
+  run_send_and_commit (g_steal_pointer (&task),
+                       outbox_smtp_job_new (data->envelope->from,
+                                            (const char *const *) data->envelope->recipients,
+                                            G_INPUT_STREAM (data->stream), data->size));
+}
 
-  outbox_smtp_client_send_batch_async (client, data->jobs, cancellable, writer_send_cb,
-                                       g_object_ref (task));
-  run_commit (g_steal_pointer (&task), writer_commit_cb);
+void
+outbox_sender_send_following_async (OutboxStore          *store,
+                                    OutboxStoreWriter    *writer,
+                                    GInputStream         *stream,
+                                    const OutboxEnvelope *envelope,
+                                    const char           *account_id,
+                                    OutboxSmtpClient     *client,
+                                    GCancellable         *cancellable,
+                                    GAsyncReadyCallback   callback,
+                                    gpointer              user_data)
+{
+  g_autoptr (GTask) task = NULL;
+  OutboxSmtpJob *job;
+  SendData      *data;
+
+  g_return_if_fail (OUTBOX_IS_STORE (store));
+  g_return_if_fail (writer != NULL);
+  g_return_if_fail (outbox_store_writer_is_followed (writer));
+  g_return_if_fail (G_IS_INPUT_STREAM (stream));
+  g_return_if_fail (envelope != NULL);
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (client));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  task = writer_task_new (store, writer, envelope, account_id, client, cancellable, callback,
+                          user_data);
+  data = g_task_get_task_data (task);
+  data->following = g_object_ref (stream);
+  data->followed = TRUE;
+
+  job = outbox_smtp_job_new (data->envelope->from, (const char *const *) data->envelope->recipients,
+                             stream, data->size);
+  outbox_smtp_job_set_8bit_unknown (job);
+  run_send_and_commit (g_steal_pointer (&task), job);
 }
 
 char *

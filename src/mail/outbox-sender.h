@@ -39,9 +39,29 @@ void     outbox_sender_send_writer_async  (OutboxStore          *store,
                                            GCancellable         *cancellable,
                                            GAsyncReadyCallback   callback,
                                            gpointer              user_data);
+/* The same for a message still being written: @writer is followed
+ * (outbox_store_writer_follow()), and @stream is the stream it returned.
+ * The send starts at once and reads the message as it is written; the
+ * commit waits for the end of the input. Whether the message has 8-bit
+ * data or long lines is not known yet: BODY=8BITMIME is declared when
+ * offered. If the message turns out to need encoding (a line over 998
+ * octets, or 8-bit data for a server without 8BITMIME), the session
+ * stops before the end of the message, and once the message is saved it
+ * is sent again the way outbox_sender_send_async() does. If the input
+ * fails, nothing is sent or kept, and the error is the input's. */
+void     outbox_sender_send_following_async (OutboxStore        *store,
+                                             OutboxStoreWriter  *writer,
+                                             GInputStream       *stream,
+                                             const OutboxEnvelope *envelope,
+                                             const char         *account_id,
+                                             OutboxSmtpClient   *client,
+                                             GCancellable       *cancellable,
+                                             GAsyncReadyCallback callback,
+                                             gpointer            user_data);
 /* Returns the message's id once committed, or NULL if it could not be
  * saved (then @error is the reason); returns the id and sets @error when
  * it was saved but not sent. */
+/* For both of the above. */
 char    *outbox_sender_send_writer_finish (GAsyncResult         *result,
                                            GPtrArray           **rejected,
                                            GError              **error);

@@ -31,6 +31,19 @@ struct _OutboxStore
   char *root;
 };
 
+/* What a writer and the streams following it share. */
+typedef struct
+{
+  gatomicrefcount ref;
+  GMutex          lock;
+  GCond           cond;
+  guint64         written;    /* what may be read */
+  guint64         expected;   /* the size, as far as it is known */
+  gboolean        long_lines; /* a line over 998 octets was written */
+  gboolean        ended;      /* no more input */
+  GError         *error;      /* (nullable) the input failed */
+} Follow;
+
 struct _OutboxStoreWriter
 {
   OutboxStore      *store;
@@ -42,6 +55,7 @@ struct _OutboxStoreWriter
   guint64           size;
   OutboxMessageScan scan;
   gboolean          finished; /* committed, or the commit failed */
+  Follow           *follow;   /* (nullable) */
 };
 
 G_DEFINE_FINAL_TYPE (OutboxStore, outbox_store, G_TYPE_OBJECT)
@@ -97,6 +111,7 @@ typedef enum
   ACTION_OPEN_FOLDER,
   ACTION_SAVE_FOLDER,
   ACTION_CREATE_FILE,
+  ACTION_READ_FILE,
   ACTION_WRITE_FILE,
   ACTION_SAVE_FILE,
   ACTION_MOVE_FILE,
@@ -132,6 +147,10 @@ set_errno_error (GError    **error,
     case ACTION_CREATE_FILE:
       g_set_error (error, G_IO_ERROR, code,
                    _("Could not create the file “%s”: %s"), display, reason);
+      break;
+    case ACTION_READ_FILE:
+      g_set_error (error, G_IO_ERROR, code,
+                   _("Could not read the file “%s”: %s"), display, reason);
       break;
     case ACTION_WRITE_FILE:
       g_set_error (error, G_IO_ERROR, code,
@@ -783,6 +802,199 @@ outbox_store_add (OutboxStore          *self,
   return outbox_store_writer_commit (writer, envelope, account_id, error);
 }
 
+/* Following a writer */
+
+static Follow *
+follow_new (void)
+{
+  Follow *follow = g_new0 (Follow, 1);
+
+  g_atomic_ref_count_init (&follow->ref);
+  g_mutex_init (&follow->lock);
+  g_cond_init (&follow->cond);
+
+  return follow;
+}
+
+static Follow *
+follow_ref (Follow *follow)
+{
+  g_atomic_ref_count_inc (&follow->ref);
+
+  return follow;
+}
+
+static void
+follow_unref (Follow *follow)
+{
+  if (!g_atomic_ref_count_dec (&follow->ref))
+    return;
+
+  g_clear_error (&follow->error);
+  g_mutex_clear (&follow->lock);
+  g_cond_clear (&follow->cond);
+  g_free (follow);
+}
+
+static void
+follow_cancelled_cb (GCancellable *cancellable,
+                     Follow       *follow)
+{
+  /* Wakes the waiting reader, which sees the cancellation. */
+  g_mutex_lock (&follow->lock);
+  g_cond_broadcast (&follow->cond);
+  g_mutex_unlock (&follow->lock);
+}
+
+#define OUTBOX_TYPE_FOLLOW_STREAM (outbox_follow_stream_get_type ())
+G_DECLARE_FINAL_TYPE (OutboxFollowStream, outbox_follow_stream, OUTBOX, FOLLOW_STREAM, GInputStream)
+
+struct _OutboxFollowStream
+{
+  GInputStream parent_instance;
+
+  Follow *follow;
+  int     fd;     /* the writer's file, open for reading; -1 once closed */
+  guint64 offset; /* of the next read */
+};
+
+G_DEFINE_FINAL_TYPE (OutboxFollowStream, outbox_follow_stream, G_TYPE_INPUT_STREAM)
+
+/* Waits until @most bytes can be read at @self's offset (fewer reads and
+ * wake-ups than taking what is there), or the input ended, or failed, or
+ * @cancellable is cancelled. Returns how much may be read, or -1 with
+ * @error set. */
+static gssize
+follow_stream_wait (OutboxFollowStream *self,
+                    gsize               most,
+                    GCancellable       *cancellable,
+                    GError            **error)
+{
+  Follow *follow = self->follow;
+  GError *failure = NULL;
+  gulong  handler = 0;
+  guint64 available = 0;
+
+  if (cancellable != NULL)
+    handler = g_cancellable_connect (cancellable, G_CALLBACK (follow_cancelled_cb), follow, NULL);
+
+  g_mutex_lock (&follow->lock);
+  for (;;)
+    {
+      if (follow->error != NULL)
+        failure = g_error_copy (follow->error);
+      else if (follow->long_lines)
+        {
+          /* clang-format off */
+          failure = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                                         _("The message has a line longer than 998 octets, so it "
+                                           "must be encoded before it is sent."));
+          /* clang-format on */
+        }
+      else if (follow->written > self->offset)
+        available = follow->written - self->offset;
+      else if (!follow->ended && !g_cancellable_is_cancelled (cancellable))
+        {
+          g_cond_wait (&follow->cond, &follow->lock);
+          continue;
+        }
+      break;
+    }
+  g_mutex_unlock (&follow->lock);
+
+  if (handler != 0)
+    g_cancellable_disconnect (cancellable, handler);
+
+  if (failure != NULL)
+    {
+      g_propagate_error (error, failure);
+      return -1;
+    }
+
+  /* Nothing more: the end, unless the wait was cancelled. */
+  if (available == 0 && g_cancellable_set_error_if_cancelled (cancellable, error))
+    return -1;
+
+  return (gssize) MIN ((guint64) most, available);
+}
+
+static gssize
+outbox_follow_stream_read (GInputStream *stream,
+                           void         *buffer,
+                           gsize         count,
+                           GCancellable *cancellable,
+                           GError      **error)
+{
+  OutboxFollowStream *self = OUTBOX_FOLLOW_STREAM (stream);
+  gssize              want;
+  gssize              n;
+
+  want = follow_stream_wait (self, MIN (count, (gsize) G_MAXSSIZE), cancellable, error);
+  if (want <= 0)
+    return want;
+
+  do
+    n = pread (self->fd, buffer, want, (off_t) self->offset);
+  while (n < 0 && errno == EINTR);
+
+  if (n <= 0)
+    {
+      int saved_errno = n < 0 ? errno : EIO;
+
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   _("Could not read the message being saved: %s"), g_strerror (saved_errno));
+      return -1;
+    }
+
+  self->offset += n;
+
+  return n;
+}
+
+static gboolean
+outbox_follow_stream_close (GInputStream *stream,
+                            GCancellable *cancellable,
+                            GError      **error)
+{
+  OutboxFollowStream *self = OUTBOX_FOLLOW_STREAM (stream);
+
+  /* A file only read from: closing it cannot lose anything. */
+  if (self->fd >= 0)
+    close (self->fd);
+  self->fd = -1;
+
+  return TRUE;
+}
+
+static void
+outbox_follow_stream_finalize (GObject *object)
+{
+  OutboxFollowStream *self = OUTBOX_FOLLOW_STREAM (object);
+
+  if (self->fd >= 0)
+    close (self->fd);
+  g_clear_pointer (&self->follow, follow_unref);
+
+  G_OBJECT_CLASS (outbox_follow_stream_parent_class)->finalize (object);
+}
+
+static void
+outbox_follow_stream_class_init (OutboxFollowStreamClass *klass)
+{
+  GObjectClass      *object_class = G_OBJECT_CLASS (klass);
+  GInputStreamClass *stream_class = G_INPUT_STREAM_CLASS (klass);
+
+  object_class->finalize = outbox_follow_stream_finalize;
+  stream_class->read_fn = outbox_follow_stream_read;
+  stream_class->close_fn = outbox_follow_stream_close;
+}
+
+static void
+outbox_follow_stream_init (OutboxFollowStream *self)
+{
+  self->fd = -1;
+}
+
 /* Streaming adds */
 
 OutboxStoreWriter *
@@ -838,6 +1050,124 @@ outbox_store_writer_write (OutboxStoreWriter *writer,
   writer->size += len;
   outbox_message_scan_update (&writer->scan, data, len);
 
+  /* Checked, then shown to the readers. */
+  if (writer->follow != NULL)
+    {
+      g_mutex_lock (&writer->follow->lock);
+      writer->follow->written = writer->size;
+      writer->follow->long_lines = writer->scan.has_long_lines;
+      g_cond_broadcast (&writer->follow->cond);
+      g_mutex_unlock (&writer->follow->lock);
+    }
+
+  return TRUE;
+}
+
+GInputStream *
+outbox_store_writer_follow (OutboxStoreWriter *writer,
+                            guint64            expected_size,
+                            GError           **error)
+{
+  OutboxFollowStream *stream;
+  int                 fd;
+
+  g_return_val_if_fail (writer != NULL, NULL);
+  g_return_val_if_fail (!writer->finished, NULL);
+  g_return_val_if_fail (writer->follow == NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  fd = g_open (writer->tmp_path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0)
+    {
+      set_errno_error (error, errno, ACTION_READ_FILE, writer->tmp_path);
+      return NULL;
+    }
+
+  writer->follow = follow_new ();
+  writer->follow->written = writer->size;
+  writer->follow->expected = MAX (expected_size, writer->size);
+  writer->follow->long_lines = writer->scan.has_long_lines;
+
+  stream = g_object_new (OUTBOX_TYPE_FOLLOW_STREAM, NULL);
+  stream->follow = follow_ref (writer->follow);
+  stream->fd = fd;
+
+  return G_INPUT_STREAM (stream);
+}
+
+void
+outbox_store_writer_end_input (OutboxStoreWriter *writer,
+                               const GError      *error)
+{
+  Follow *follow;
+
+  g_return_if_fail (writer != NULL);
+  g_return_if_fail (writer->follow != NULL);
+
+  follow = writer->follow;
+  g_mutex_lock (&follow->lock);
+  if (!follow->ended)
+    {
+      follow->ended = TRUE;
+      if (error != NULL)
+        follow->error = g_error_copy (error);
+      else
+        follow->expected = writer->size;
+    }
+  g_cond_broadcast (&follow->cond);
+  g_mutex_unlock (&follow->lock);
+}
+
+gboolean
+outbox_store_writer_is_followed (OutboxStoreWriter *writer)
+{
+  g_return_val_if_fail (writer != NULL, FALSE);
+
+  return writer->follow != NULL;
+}
+
+guint64
+outbox_store_writer_get_expected_size (OutboxStoreWriter *writer)
+{
+  guint64 size;
+
+  g_return_val_if_fail (writer != NULL, 0);
+
+  if (writer->follow == NULL)
+    return writer->size;
+
+  g_mutex_lock (&writer->follow->lock);
+  size = writer->follow->expected;
+  g_mutex_unlock (&writer->follow->lock);
+
+  return size;
+}
+
+/* For a followed writer: waits for the end of the input. Returns FALSE
+ * with its error if it failed. */
+static gboolean
+wait_for_input (OutboxStoreWriter *writer,
+                GError           **error)
+{
+  Follow *follow = writer->follow;
+  GError *failure = NULL;
+
+  if (follow == NULL)
+    return TRUE;
+
+  g_mutex_lock (&follow->lock);
+  while (!follow->ended)
+    g_cond_wait (&follow->cond, &follow->lock);
+  if (follow->error != NULL)
+    failure = g_error_copy (follow->error);
+  g_mutex_unlock (&follow->lock);
+
+  if (failure != NULL)
+    {
+      g_propagate_error (error, failure);
+      return FALSE;
+    }
+
   return TRUE;
 }
 
@@ -885,6 +1215,9 @@ outbox_store_writer_commit (OutboxStoreWriter    *writer,
   g_return_val_if_fail (!writer->finished, NULL);
   g_return_val_if_fail (envelope != NULL && envelope->from != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!wait_for_input (writer, error))
+    return NULL;
 
   if (writer->write_errno != 0)
     {
@@ -954,6 +1287,7 @@ outbox_store_writer_free (OutboxStoreWriter *writer)
   if (!writer->finished && g_unlink (writer->tmp_path) != 0 && errno != ENOENT)
     g_debug ("Could not remove %s: %s", writer->tmp_path, g_strerror (errno));
 
+  g_clear_pointer (&writer->follow, follow_unref);
   g_clear_object (&writer->store);
   g_free (writer->id);
   g_free (writer->tmp_path);

@@ -81,6 +81,27 @@ char               *outbox_store_writer_commit     (OutboxStoreWriter   *writer,
                                                     GError             **error);
 void                outbox_store_writer_free       (OutboxStoreWriter   *writer);
 
+/* Following a writer: sending a message while it is still being written.
+ * From outbox_store_writer_follow() on, the writing thread and others may
+ * use the writer at the same time. The returned stream reads the file as
+ * it grows: a read waits until more is written or the input ends. It
+ * fails once the input fails (outbox_store_writer_end_input() with an
+ * error), and once a line over 998 octets was written (G_IO_ERROR_
+ * INVALID_DATA): such a message must be encoded before it is sent.
+ * @expected_size is what outbox_store_writer_get_expected_size() tells
+ * while the size is not known yet. A commit of a followed writer waits
+ * for the end of the input and fails with the input's error. */
+GInputStream       *outbox_store_writer_follow     (OutboxStoreWriter   *writer,
+                                                    guint64              expected_size,
+                                                    GError             **error);
+/* All of the message was written (@error NULL), or it could not be
+ * (@error is copied). Wakes the readers and the commit. */
+void                outbox_store_writer_end_input  (OutboxStoreWriter   *writer,
+                                                    const GError        *error);
+gboolean            outbox_store_writer_is_followed (OutboxStoreWriter  *writer);
+/* The final size once the input ended, else the expected size. */
+guint64             outbox_store_writer_get_expected_size (OutboxStoreWriter *writer);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (OutboxStoreWriter, outbox_store_writer_free)
 
 gboolean            outbox_store_move              (OutboxStore         *self,

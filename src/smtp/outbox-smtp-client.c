@@ -121,8 +121,9 @@ struct _Session
   /* PIPELINING: MAIL, RCPT and DATA go out in one write; QUIT follows
    * the final dot. */
   gboolean         pipelining;
-  gboolean         dsn;      /* asked for, and offered */
-  gboolean         has_8bit; /* this send's message has 8-bit data */
+  gboolean         dsn;        /* asked for, and offered */
+  gboolean         has_8bit;   /* this send's message has 8-bit data */
+  gboolean         check_8bit; /* unknown, and undeclared: stop at any */
   GInputStream    *fallback_7bit;
   goffset          fallback_size;
   gboolean         chunking;     /* BDAT instead of DATA */
@@ -167,6 +168,7 @@ struct _OutboxSmtpJob
   GInputStream *message;
   goffset       message_size;
   gboolean      has_8bit;
+  gboolean      unknown_8bit; /* not known yet: see set_8bit_unknown() */
   GInputStream *fallback_7bit;
   goffset       fallback_size;
 
@@ -930,6 +932,7 @@ load_job (Session *s,
   g_set_object (&s->message, job->message);
   s->message_size = job->message_size;
   s->has_8bit = job->has_8bit;
+  s->check_8bit = FALSE;
   g_set_object (&s->fallback_7bit, job->fallback_7bit);
   s->fallback_size = job->fallback_size;
 
@@ -1454,6 +1457,8 @@ on_handshake_cb (GObject      *source,
 
       if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || s->timed_out)
         ours = session_io_error (task, error);
+      else if (error->domain == OUTBOX_SMTP_ERROR)
+        ours = g_steal_pointer (&error);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                             _("Could not secure the connection to %s: %s"), s->self->host,
@@ -2173,6 +2178,15 @@ fill_thread (GTask        *fill,
           break;
         }
 
+      if (s->check_8bit && outbox_smtp_data_has_8bit (s->body_in, n))
+        {
+          g_task_return_new_error (fill, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NEEDS_7BIT,
+                                   _("The message has 8-bit data, and %s only accepts 7-bit "
+                                     "messages (no 8BITMIME)."),
+                                      s->self->host);
+          return;
+        }
+
       s->body_read += n;
       outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
     }
@@ -2323,6 +2337,8 @@ on_body_filled_cb (GObject      *source,
 
       if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || s->timed_out)
         ours = session_io_error (task, error);
+      else if (error->domain == OUTBOX_SMTP_ERROR)
+        ours = g_steal_pointer (&error);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_INVALID_INPUT,
                             _("Could not read the message: %s"), error->message);
@@ -2689,6 +2705,14 @@ needs_smtputf8 (Session *s)
   return FALSE;
 }
 
+static gboolean
+job_unknown_8bit (Session *s)
+{
+  OutboxSmtpJob *job = g_ptr_array_index (s->jobs, s->job_index);
+
+  return job->unknown_8bit;
+}
+
 static void
 send_mail (GTask *task)
 {
@@ -2721,6 +2745,15 @@ send_mail (GTask *task)
       g_string_free (line, TRUE);
       job_failed (task, g_steal_pointer (&error), NULL);
       return;
+    }
+
+  /* Whether there is 8-bit data is not known yet: say there may be when
+   * the server takes it; otherwise go on as 7-bit, and stop at the first
+   * 8-bit byte before it goes out. */
+  if (job_unknown_8bit (s))
+    {
+      s->has_8bit = outbox_smtp_caps_has (s->caps, "8BITMIME");
+      s->check_8bit = !s->has_8bit;
     }
 
   /* 8-bit data: BODY=8BITMIME when offered, else the 7-bit copy. */
@@ -3095,6 +3128,14 @@ outbox_smtp_job_set_8bit (OutboxSmtpJob *job,
   job->has_8bit = has_8bit;
   g_set_object (&job->fallback_7bit, fallback_7bit);
   job->fallback_size = fallback_size;
+}
+
+void
+outbox_smtp_job_set_8bit_unknown (OutboxSmtpJob *job)
+{
+  g_return_if_fail (job != NULL);
+
+  job->unknown_8bit = TRUE;
 }
 
 void

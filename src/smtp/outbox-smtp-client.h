@@ -113,6 +113,12 @@ void              outbox_smtp_job_set_8bit            (OutboxSmtpJob       *job,
                                                        gboolean             has_8bit,
                                                        GInputStream        *fallback_7bit,
                                                        goffset              fallback_size);
+/* Whether the message has 8-bit data is not known when the send starts
+ * (it is still being written): BODY=8BITMIME is declared when the server
+ * offers it; otherwise the body is checked as it is read, and the job
+ * fails with OUTBOX_SMTP_ERROR_NEEDS_7BIT before the first 8-bit byte
+ * goes out. */
+void              outbox_smtp_job_set_8bit_unknown    (OutboxSmtpJob       *job);
 /* Holds back the end of the message (the final dot, or BDAT LAST) until
  * outbox_smtp_job_release_end(): the session connects, signs in and
  * sends the rest meanwhile. Released with an error, the session stops

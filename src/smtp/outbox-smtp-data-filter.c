@@ -169,3 +169,35 @@ outbox_smtp_data_filter_finish (OutboxSmtpDataFilter *filter,
   if (filter->dot_stuffing)
     g_byte_array_append (out, (const guint8 *) ".\r\n", 3);
 }
+
+gboolean
+outbox_smtp_data_has_8bit (const guint8 *data,
+                           gsize         len)
+{
+  gsize i = 0;
+
+  /* 256 bytes between checks: an OR is cheaper than a branch. */
+  for (; i + 256 <= len; i += 256)
+    {
+      guint64 any = 0;
+
+      for (gsize j = 0; j < 256; j += 8)
+        {
+          guint64 word;
+
+          memcpy (&word, data + i + j, sizeof word);
+          any |= word;
+        }
+
+      if ((any & HIGHS) != 0)
+        return TRUE;
+    }
+
+  for (; i < len; i++)
+    {
+      if (data[i] & 0x80)
+        return TRUE;
+    }
+
+  return FALSE;
+}

@@ -28,4 +28,8 @@ void outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
 void outbox_smtp_data_filter_finish  (OutboxSmtpDataFilter *filter,
                                       GByteArray           *out);
 
+/* Whether any byte of @data has its high bit set. */
+gboolean outbox_smtp_data_has_8bit   (const guint8         *data,
+                                      gsize                 len);
+
 G_END_DECLS

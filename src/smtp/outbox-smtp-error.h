@@ -27,6 +27,7 @@ typedef enum
   OUTBOX_SMTP_ERROR_INVALID_INPUT,    /* e.g. a NUL in the user name or password */
   OUTBOX_SMTP_ERROR_INSECURE,         /* refusing to send a password in clear text */
   OUTBOX_SMTP_ERROR_NO_TLS_BACKEND,   /* GIO has no TLS (glib-networking missing) */
+  OUTBOX_SMTP_ERROR_NEEDS_7BIT,       /* 8-bit data turned up for a 7-bit session */
 } OutboxSmtpErrorCode;
 
 /* The steps of a session, in order. */
