@@ -5,6 +5,10 @@
 
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "outbox-smtp-data-filter.h"
 
 static const guint8 crlf[] = { '\r', '\n' };
@@ -33,6 +37,55 @@ end_line (OutboxSmtpDataFilter *filter,
   filter->at_line_start = TRUE;
 }
 
+#define HIGH_BITS G_GUINT64_CONSTANT (0x8080808080808080)
+
+#ifdef __SSE2__
+
+/* Copies the bytes of [@p, @end) up to the first CR, LF or NUL to *@o,
+ * and returns where that is (or @end). Sixteen bytes at a time: each
+ * block is stored whole, and *@o then moved on by what belonged to the
+ * run. There is room: *@o may run ahead of @p by at most the length
+ * of what was already read plus two, and the output has twice the input's
+ * length plus two. */
+static inline const guint8 *
+copy_plain (const guint8 *p,
+            const guint8 *end,
+            guint8      **o)
+{
+  const __m128i cr = _mm_set1_epi8 ('\r');
+  const __m128i lf = _mm_set1_epi8 ('\n');
+  const __m128i zero = _mm_setzero_si128 ();
+  guint8       *out = *o;
+
+  while (end - p >= 16)
+    {
+      __m128i  v = _mm_loadu_si128 ((const __m128i *) p);
+      __m128i  special = _mm_or_si128 (_mm_or_si128 (_mm_cmpeq_epi8 (v, cr),
+                                                     _mm_cmpeq_epi8 (v, lf)),
+                                       _mm_cmpeq_epi8 (v, zero));
+      unsigned mask = (unsigned) _mm_movemask_epi8 (special);
+
+      _mm_storeu_si128 ((__m128i *) out, v);
+      if (mask != 0)
+        {
+          unsigned n = (unsigned) __builtin_ctz (mask);
+
+          *o = out + n;
+          return p + n;
+        }
+      p += 16;
+      out += 16;
+    }
+
+  while (p < end && *p != '\r' && *p != '\n' && *p != '\0')
+    *out++ = *p++;
+
+  *o = out;
+  return p;
+}
+
+#else
+
 #define ONES  G_GUINT64_CONSTANT (0x0101010101010101)
 #define HIGHS G_GUINT64_CONSTANT (0x8080808080808080)
 
@@ -44,12 +97,15 @@ has_zero_byte (guint64 w)
   return (w - ONES) & ~w & HIGHS;
 }
 
-/* The first CR, LF or NUL in [@p, @end), or @end: eight bytes at a time,
- * since almost every byte of a message is none of them. */
+/* As above, eight bytes at a time: the first CR, LF or NUL is found, and
+ * the run before it copied. */
 static inline const guint8 *
-find_special (const guint8 *p,
-              const guint8 *end)
+copy_plain (const guint8 *p,
+            const guint8 *end,
+            guint8      **o)
 {
+  const guint8 *start = p;
+
   while (end - p >= 8)
     {
       guint64 w;
@@ -64,8 +120,13 @@ find_special (const guint8 *p,
   while (p < end && *p != '\r' && *p != '\n' && *p != '\0')
     p++;
 
+  memcpy (*o, start, p - start);
+  *o += p - start;
+
   return p;
 }
+
+#endif
 
 void
 outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
@@ -77,7 +138,6 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
   const guint8 *end;
   guint         start_len = out->len;
   guint8       *o;
-  gboolean      lf_only;
 
   /* Nothing to do (and @data may be NULL). A CR pending stays so. */
   if (len == 0)
@@ -92,10 +152,6 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
    * from the last call. Write in place, then trim. */
   g_byte_array_set_size (out, start_len + 2 * len + 2);
   o = out->data + start_len;
-
-  /* Most messages have no CR or NUL at all (Outbox stores LF line ends):
-   * then only LF needs looking for, which memchr() does fastest. */
-  lf_only = memchr (data, '\r', len) == NULL && memchr (data, '\0', len) == NULL;
 
   while (p < end)
     {
@@ -116,27 +172,16 @@ outbox_smtp_data_filter_process (OutboxSmtpDataFilter *filter,
             }
         }
 
-      if (lf_only)
-        {
-          special = memchr (p, '\n', end - p);
-          if (special == NULL)
-            special = end;
-        }
-      else
-        special = find_special (p, end);
+      /* Plain bytes are copied in runs; a line starting with "." gets one
+       * more. */
+      if (filter->at_line_start && *p == '.' && filter->dot_stuffing)
+        *o++ = '.';
+      special = copy_plain (p, end, &o);
       if (special > p)
-        {
-          /* Plain bytes are copied in runs; a line starting with "." gets
-           * one more. */
-          if (filter->at_line_start && *p == '.' && filter->dot_stuffing)
-            *o++ = '.';
-          filter->at_line_start = FALSE;
-          memcpy (o, p, special - p);
-          o += special - p;
-          p = special;
-          if (p == end)
-            break;
-        }
+        filter->at_line_start = FALSE;
+      p = special;
+      if (p == end)
+        break;
 
       if (*p == '\r')
         filter->pending_cr = TRUE;
@@ -189,7 +234,7 @@ outbox_smtp_data_has_8bit (const guint8 *data,
           any |= word;
         }
 
-      if ((any & HIGHS) != 0)
+      if ((any & HIGH_BITS) != 0)
         return TRUE;
     }
 
