@@ -5,6 +5,10 @@
 
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <glib/gi18n.h>
 #include <gmime/gmime.h>
 
@@ -547,6 +551,108 @@ outbox_cli_message_normalize (guint8   *data,
 
   return w;
 }
+
+#ifdef __SSE2__
+
+gsize
+outbox_cli_message_normalize_copy (const guint8 *in,
+                                   gsize         len,
+                                   gboolean      at_end,
+                                   gboolean     *held_cr,
+                                   guint8       *out,
+                                   gssize       *nul)
+{
+  const __m128i cr = _mm_set1_epi8 ('\r');
+  const __m128i zero = _mm_setzero_si128 ();
+  const guint8 *p = in;
+  const guint8 *end = in + len;
+  guint8       *o = out;
+
+  g_return_val_if_fail (in != NULL || len == 0, 0);
+  g_return_val_if_fail (held_cr != NULL && nul != NULL, 0);
+
+  *held_cr = FALSE;
+  *nul = -1;
+
+  while (p < end)
+    {
+      /* Sixteen bytes at a time up to the next CR or NUL. Each block is
+       * stored whole: @o is never ahead of @p, so it fits in @out. */
+      while (end - p >= 16)
+        {
+          __m128i  v = _mm_loadu_si128 ((const __m128i *) p);
+          unsigned mask = (unsigned) _mm_movemask_epi8 (
+            _mm_or_si128 (_mm_cmpeq_epi8 (v, cr), _mm_cmpeq_epi8 (v, zero)));
+
+          _mm_storeu_si128 ((__m128i *) o, v);
+          if (mask != 0)
+            {
+              unsigned n = (unsigned) __builtin_ctz (mask);
+
+              p += n;
+              o += n;
+              goto special;
+            }
+          p += 16;
+          o += 16;
+        }
+      while (p < end && *p != '\r' && *p != '\0')
+        *o++ = *p++;
+      if (p == end)
+        break;
+
+special:
+      if (*p == '\0')
+        {
+          if (*nul < 0)
+            *nul = o - out;
+          *o++ = *p++;
+          continue;
+        }
+
+      /* A CR: dropped before a LF, held at the end of a block. */
+      if (p + 1 == end)
+        {
+          if (at_end)
+            *o++ = '\r';
+          else
+            *held_cr = TRUE;
+          break;
+        }
+      if (p[1] != '\n')
+        *o++ = '\r';
+      p++;
+    }
+
+  return o - out;
+}
+
+#else
+
+gsize
+outbox_cli_message_normalize_copy (const guint8 *in,
+                                   gsize         len,
+                                   gboolean      at_end,
+                                   gboolean     *held_cr,
+                                   guint8       *out,
+                                   gssize       *nul)
+{
+  const guint8 *found;
+  gsize         n;
+
+  g_return_val_if_fail (in != NULL || len == 0, 0);
+  g_return_val_if_fail (held_cr != NULL && nul != NULL, 0);
+
+  if (len > 0)
+    memcpy (out, in, len);
+  n = outbox_cli_message_normalize (out, len, at_end, held_cr);
+  found = n > 0 ? memchr (out, '\0', n) : NULL;
+  *nul = found != NULL ? found - out : -1;
+
+  return n;
+}
+
+#endif
 
 GError *
 outbox_cli_message_nul_error_new (guint64 line_number)

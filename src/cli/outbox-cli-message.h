@@ -53,6 +53,16 @@ gsize              outbox_cli_message_normalize      (guint8             *data,
                                                       gboolean            at_end,
                                                       gboolean           *held_cr);
 
+/* The same from @in to @out (room for @len bytes), which must not
+ * overlap; it also finds the first NUL byte: *@nul is its offset in @out,
+ * or -1. One pass over the data. */
+gsize              outbox_cli_message_normalize_copy (const guint8       *in,
+                                                      gsize               len,
+                                                      gboolean            at_end,
+                                                      gboolean           *held_cr,
+                                                      guint8             *out,
+                                                      gssize             *nul);
+
 /* The error for a NUL byte on line @line_number (counted from 1) of the
  * input. */
 GError            *outbox_cli_message_nul_error_new  (guint64             line_number);

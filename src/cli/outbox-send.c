@@ -97,7 +97,9 @@ typedef struct
 typedef struct
 {
   GInputStream *stream;
-  guint8       *block;   /* BLOCK_SIZE + 1 bytes: a held CR goes first */
+  guint8       *raw;     /* BLOCK_SIZE + 1 bytes as read: a held CR goes first */
+  guint8       *block;   /* the same, line ends normalized */
+  gssize        nul;     /* where in @block its first NUL byte is, or -1 */
   gboolean      held_cr; /* the last block ended in a CR, kept for the next */
   gboolean      at_end;
   guint64       size; /* the bytes read */
@@ -111,6 +113,7 @@ typedef struct
   /* The store's writer, which the reading thread writes to (borrowed:
    * the sender may own it meanwhile). */
   OutboxStoreWriter *writer;
+  gboolean           following; /* the writer is followed by a send */
 
   GError *nul_error;    /* (nullable) a NUL byte: the first thing to say */
   GError *header_error; /* (nullable) a broken header */
@@ -150,11 +153,14 @@ typedef struct
 
   /* A big message in a file is sent as it is read: the send starts while
    * the body still goes into the outbox. */
-  GInputStream *following;    /* (nullable) the message, for the send */
-  gboolean      reading;      /* the body is being read meanwhile */
-  gboolean      quit_on_read; /* finished while reading: quit after it */
-  GError       *read_error;   /* (nullable) reading it failed */
-  GAsyncResult *sent;         /* (nullable) the send's result, if it came first */
+  GInputStream *following;        /* (nullable) the message, for the send */
+  gboolean      reading;          /* the body is being read meanwhile */
+  gboolean      quit_on_read;     /* finished while reading: quit after it */
+  GError       *read_error;       /* (nullable) reading it failed */
+  GAsyncResult *sent;             /* (nullable) the send's result, if it came first */
+  char         *deferred_failure; /* (nullable) to say once reading is done */
+  int           deferred_code;
+  gboolean      input_told; /* a problem with the input was looked for */
 } Send;
 
 /* Helpers */
@@ -185,6 +191,7 @@ input_free (Input *input)
     return;
 
   g_clear_object (&input->stream);
+  g_free (input->raw);
   g_free (input->block);
   g_clear_pointer (&input->head, g_byte_array_unref);
   g_clear_error (&input->nul_error);
@@ -219,6 +226,7 @@ send_clear (Send *self)
   g_clear_object (&self->following);
   g_clear_error (&self->read_error);
   g_clear_object (&self->sent);
+  g_clear_pointer (&self->deferred_failure, g_free);
 }
 
 /* Every message to the user goes to standard error, starting with the
@@ -247,16 +255,18 @@ finish (Send *self,
 {
   self->exit_code = exit_code;
 
-  /* The reading thread still writes to the store: it stops first. */
+  /* The reading thread still writes to the store: quit once it is done
+   * (a file is read to its end quickly; a signal has cancelled it). */
   if (self->reading)
     {
       self->quit_on_read = TRUE;
-      g_cancellable_cancel (self->cancellable);
       return;
     }
 
   g_main_loop_quit (self->loop);
 }
+
+static gboolean input_failed (Send *self);
 
 static void
 fail (Send       *self,
@@ -276,6 +286,22 @@ fail (Send       *self,
   va_start (args, format);
   text = g_strdup_vprintf (format, args);
   va_end (args);
+
+  /* What is wrong with a message read as it is sent (a NUL byte) is
+   * what to say first, as when it is read before sending: this waits
+   * until reading is done, then looks. */
+  if (self->reading)
+    {
+      if (self->deferred_failure == NULL)
+        {
+          self->deferred_failure = g_steal_pointer (&text);
+          self->deferred_code = exit_code;
+        }
+      self->quit_on_read = TRUE;
+      return;
+    }
+  if (self->input != NULL && self->input->following && !self->input_told && input_failed (self))
+    return;
 
   say ("%s", text);
   finish (self, exit_code);
@@ -1045,8 +1071,6 @@ print_rejected (GPtrArray *rejected)
     }
 }
 
-static gboolean input_failed (Send *self);
-
 /* What became of the message, once the send and any reading are over. */
 static void
 send_outcome (Send         *self,
@@ -1173,12 +1197,17 @@ have_password (Send *self)
   if (self->opts.verbose)
     g_signal_connect (self->client, "transcript", G_CALLBACK (on_transcript_cb), self);
 
+  if (self->following != NULL && !self->reading)
+    {
+      /* Read already: nothing to send if it failed; otherwise it is sent
+       * the usual way, its size and content known. */
+      if (input_failed (self))
+        return;
+      g_clear_object (&self->following);
+    }
+
   if (self->following != NULL)
     {
-      /* Reading has failed already: nothing to send. */
-      if (!self->reading && input_failed (self))
-        return;
-
       /* The message is still being read into the outbox, and goes out as
        * it is; its end waits for the commit, which waits for the end of
        * the input. */
@@ -1406,7 +1435,8 @@ count_lines_in_file (const char *path,
 }
 
 /* Reads the next block (after a held CR, if any) and normalizes its line
- * ends in place; *@len is what there is to use in input->block. */
+ * ends; *@len is what there is to use in input->block, and input->nul
+ * tells where a NUL byte is in it, if there is one. */
 static gboolean
 read_block (Input        *input,
             gsize        *len,
@@ -1417,15 +1447,16 @@ read_block (Input        *input,
   gssize n;
 
   if (input->held_cr)
-    input->block[0] = '\r';
+    input->raw[0] = '\r';
 
-  n = g_input_stream_read (input->stream, input->block + start, BLOCK_SIZE, cancellable, error);
+  n = g_input_stream_read (input->stream, input->raw + start, BLOCK_SIZE, cancellable, error);
   if (n < 0)
     return FALSE;
 
   input->size += n;
   input->at_end = n == 0;
-  *len = outbox_cli_message_normalize (input->block, start + n, input->at_end, &input->held_cr);
+  *len = outbox_cli_message_normalize_copy (input->raw, start + n, input->at_end,
+                                            &input->held_cr, input->block, &input->nul);
 
   return TRUE;
 }
@@ -1450,7 +1481,7 @@ drain_input (Input        *input,
       if (!find_nul)
         continue;
 
-      nul = memchr (input->block, '\0', len);
+      nul = input->nul >= 0 ? input->block + input->nul : NULL;
       if (nul != NULL)
         {
           input->nul_error = outbox_cli_message_nul_error_new (
@@ -1547,6 +1578,19 @@ read_header_thread (GTask        *task,
 
 /* What is left of the head is the start of the body; the rest of the body
  * goes from standard input to the store, a block at a time. */
+/* A followed input that went wrong stops the send now; the rest is only
+ * read to tell what is wrong. The writer is not used after this. */
+static void
+end_followed_input (Input        *input,
+                    const GError *error)
+{
+  if (!input->following || input->writer == NULL)
+    return;
+
+  outbox_store_writer_end_input (input->writer, error);
+  input->writer = NULL;
+}
+
 static gboolean
 read_body (Input        *input,
            GCancellable *cancellable,
@@ -1558,6 +1602,7 @@ read_body (Input        *input,
       !outbox_store_writer_write (input->writer, input->head->data + input->body_offset,
                                   input->head->len - input->body_offset, &input->store_error))
     {
+      end_followed_input (input, input->store_error);
       return drain_input (input, TRUE, count_lines (input->head->data, input->head->len),
                           cancellable, error);
     }
@@ -1575,7 +1620,7 @@ read_body (Input        *input,
       if (!read_block (input, &len, cancellable, error))
         return FALSE;
 
-      nul = memchr (input->block, '\0', len);
+      nul = input->nul >= 0 ? input->block + input->nul : NULL;
       if (nul == NULL && outbox_store_writer_write (input->writer, input->block, len,
                                                     &input->store_error))
         continue;
@@ -1602,6 +1647,8 @@ read_body (Input        *input,
           input->store_error = g_error_new (G_IO_ERROR, G_IO_ERROR_FAILED,
                                             _("Could not read the file “%s” again"), display);
         }
+
+      end_followed_input (input, input->nul_error != NULL ? input->nul_error : input->store_error);
 
       /* After a failed write, a NUL byte further on is still the error to
        * tell. */
@@ -1650,8 +1697,7 @@ follow_body_thread (GTask        *task,
     failure = input->nul_error;
   else
     failure = input->store_error;
-  outbox_store_writer_end_input (input->writer, failure);
-  input->writer = NULL;
+  end_followed_input (input, failure);
 
   if (!read)
     g_task_return_error (task, error);
@@ -1711,6 +1757,8 @@ refused (Send *self)
 static gboolean
 input_failed (Send *self)
 {
+  self->input_told = TRUE;
+
   if (self->read_error != NULL)
     {
       read_failed (self, self->read_error);
@@ -1779,7 +1827,14 @@ follow_body_cb (GObject      *object,
   g_task_propagate_boolean (G_TASK (result), &self->read_error);
 
   if (self->quit_on_read)
-    g_main_loop_quit (self->loop);
+    {
+      g_autofree char *failure = g_steal_pointer (&self->deferred_failure);
+
+      if (failure != NULL)
+        fail (self, self->deferred_code, "%s", failure);
+      else
+        finish (self, self->exit_code);
+    }
   else if (sent != NULL)
     send_outcome (self, sent);
   /* Otherwise the send goes on, or has not begun: then have_password()
@@ -1820,10 +1875,13 @@ begin_store (Send    *self,
     return FALSE;
 
   self->input->header_size = g_bytes_get_size (header);
+  if (!outbox_store_writer_write (self->writer, g_bytes_get_data (header, NULL),
+                                  g_bytes_get_size (header), error))
+    return FALSE;
+
   self->input->writer = self->writer;
 
-  return outbox_store_writer_write (self->writer, g_bytes_get_data (header, NULL),
-                                    g_bytes_get_size (header), error);
+  return TRUE;
 }
 
 /* A big message in a file is sent while it is read into the outbox: its
@@ -1855,6 +1913,8 @@ start_following (Send *self)
       g_debug ("Sending after reading: %s", error->message);
       return FALSE;
     }
+
+  input->following = TRUE;
 
   return TRUE;
 }
@@ -1908,6 +1968,7 @@ read_message (Send *self)
 {
   self->input = g_new0 (Input, 1);
   self->input->stream = g_unix_input_stream_new (STDIN_FILENO, FALSE);
+  self->input->raw = g_malloc (BLOCK_SIZE + 1);
   self->input->block = g_malloc (BLOCK_SIZE + 1);
   self->input->head = g_byte_array_new ();
   self->message = outbox_cli_message_new (self->opts.read_recipients);

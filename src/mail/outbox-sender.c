@@ -726,7 +726,6 @@ outbox_sender_send_writer_async (OutboxStore          *store,
 
   g_return_if_fail (OUTBOX_IS_STORE (store));
   g_return_if_fail (writer != NULL);
-  g_return_if_fail (!outbox_store_writer_is_followed (writer));
   g_return_if_fail (envelope != NULL);
   g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (client));
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));

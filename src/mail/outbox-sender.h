@@ -30,7 +30,7 @@ gboolean outbox_sender_send_finish (GAsyncResult         *result,
  * only once it is (a message that needs a 7-bit copy is committed first,
  * then sent). The outcome is recorded as outbox_sender_send_async() does.
  * If the commit fails nothing is sent or kept, and the error is the
- * commit's. */
+ * commit's. A followed writer may be given once its input has ended. */
 void     outbox_sender_send_writer_async  (OutboxStore          *store,
                                            OutboxStoreWriter    *writer,
                                            const OutboxEnvelope *envelope,

@@ -858,12 +858,15 @@ struct _OutboxFollowStream
   guint64 offset; /* of the next read */
 };
 
-G_DEFINE_FINAL_TYPE (OutboxFollowStream, outbox_follow_stream, G_TYPE_INPUT_STREAM)
+static void outbox_follow_stream_seekable_init (GSeekableIface *iface);
 
-/* Waits until @most bytes can be read at @self's offset (fewer reads and
- * wake-ups than taking what is there), or the input ended, or failed, or
- * @cancellable is cancelled. Returns how much may be read, or -1 with
- * @error set. */
+/* Seekable, so that the engine can send the message again on the same
+ * connection (for recipients a 452 put off). */
+G_DEFINE_FINAL_TYPE_WITH_CODE (OutboxFollowStream, outbox_follow_stream, G_TYPE_INPUT_STREAM, G_IMPLEMENT_INTERFACE (G_TYPE_SEEKABLE, outbox_follow_stream_seekable_init))
+
+/* Waits until there is something to read at @self's offset, or the input
+ * ended, or failed, or @cancellable is cancelled. Returns how much may be
+ * read (at most @most), or -1 with @error set. */
 static gssize
 follow_stream_wait (OutboxFollowStream *self,
                     gsize               most,
@@ -993,6 +996,87 @@ static void
 outbox_follow_stream_init (OutboxFollowStream *self)
 {
   self->fd = -1;
+}
+
+static goffset
+outbox_follow_stream_tell (GSeekable *seekable)
+{
+  return (goffset) OUTBOX_FOLLOW_STREAM (seekable)->offset;
+}
+
+static gboolean
+outbox_follow_stream_can_seek (GSeekable *seekable)
+{
+  return TRUE;
+}
+
+/* Anywhere from the start: a read past what is written waits for it. The
+ * end is only known once the input ended. */
+static gboolean
+outbox_follow_stream_seek (GSeekable    *seekable,
+                           goffset       offset,
+                           GSeekType     type,
+                           GCancellable *cancellable,
+                           GError      **error)
+{
+  OutboxFollowStream *self = OUTBOX_FOLLOW_STREAM (seekable);
+  Follow             *follow = self->follow;
+  gint64              base = 0;
+  gboolean            known = TRUE;
+
+  switch (type)
+    {
+    case G_SEEK_CUR:
+      base = (gint64) self->offset;
+      break;
+    case G_SEEK_END:
+      g_mutex_lock (&follow->lock);
+      known = follow->ended && follow->error == NULL;
+      base = (gint64) follow->written;
+      g_mutex_unlock (&follow->lock);
+      break;
+    case G_SEEK_SET:
+    default:
+      break;
+    }
+
+  if (!known || base + offset < 0)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                           _("Invalid seek in the message being saved"));
+      return FALSE;
+    }
+
+  self->offset = (guint64) (base + offset);
+
+  return TRUE;
+}
+
+static gboolean
+outbox_follow_stream_can_truncate (GSeekable *seekable)
+{
+  return FALSE;
+}
+
+static gboolean
+outbox_follow_stream_truncate (GSeekable    *seekable,
+                               goffset       offset,
+                               GCancellable *cancellable,
+                               GError      **error)
+{
+  g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                       _("The message being saved cannot be truncated"));
+  return FALSE;
+}
+
+static void
+outbox_follow_stream_seekable_init (GSeekableIface *iface)
+{
+  iface->tell = outbox_follow_stream_tell;
+  iface->can_seek = outbox_follow_stream_can_seek;
+  iface->seek = outbox_follow_stream_seek;
+  iface->can_truncate = outbox_follow_stream_can_truncate;
+  iface->truncate_fn = outbox_follow_stream_truncate;
 }
 
 /* Streaming adds */

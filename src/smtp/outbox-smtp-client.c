@@ -1457,8 +1457,6 @@ on_handshake_cb (GObject      *source,
 
       if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || s->timed_out)
         ours = session_io_error (task, error);
-      else if (error->domain == OUTBOX_SMTP_ERROR)
-        ours = g_steal_pointer (&error);
       else
         ours = g_error_new (OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_TLS,
                             _("Could not secure the connection to %s: %s"), s->self->host,
@@ -1822,6 +1820,22 @@ start_next_job (GTask *task)
   send_mail (task);
 }
 
+/* The server has the message: on to the next one, or QUIT. */
+static void
+job_succeeded (GTask *task)
+{
+  Session *s = g_task_get_task_data (task);
+
+  job_record_success (s);
+  if (s->batch && next_job_index (s) >= 0)
+    {
+      start_next_job (task);
+      return;
+    }
+
+  session_quit (task);
+}
+
 /* The same message again, for the recipients a 452 put off. */
 static void
 next_transaction (GTask *task)
@@ -1833,10 +1847,11 @@ next_transaction (GTask *task)
   if (!G_IS_SEEKABLE (s->message) || !g_seekable_can_seek (G_SEEKABLE (s->message)) ||
       !g_seekable_seek (G_SEEKABLE (s->message), 0, G_SEEK_SET, NULL, &error))
     {
-      /* Cannot read the message again: report them as refused. */
+      /* Cannot read the message again: report them as refused. The
+       * others have it. */
       while (s->deferred->len > 0)
         g_ptr_array_add (s->rejected, g_ptr_array_steal_index (s->deferred, 0));
-      session_quit (task);
+      job_succeeded (task);
       return;
     }
 
@@ -1887,14 +1902,7 @@ on_data_end_reply (GTask           *task,
       return;
     }
 
-  job_record_success (s);
-  if (s->batch && next_job_index (s) >= 0)
-    {
-      start_next_job (task);
-      return;
-    }
-
-  session_quit (task);
+  job_succeeded (task);
 }
 
 /* A reply before the end of the message: the server has not taken it.

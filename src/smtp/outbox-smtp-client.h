@@ -117,7 +117,8 @@ void              outbox_smtp_job_set_8bit            (OutboxSmtpJob       *job,
  * (it is still being written): BODY=8BITMIME is declared when the server
  * offers it; otherwise the body is checked as it is read, and the job
  * fails with OUTBOX_SMTP_ERROR_NEEDS_7BIT before the first 8-bit byte
- * goes out. */
+ * goes out. That failure ends the session, so the jobs after it in a
+ * batch fail with it too: give such a job a batch of its own. */
 void              outbox_smtp_job_set_8bit_unknown    (OutboxSmtpJob       *job);
 /* Holds back the end of the message (the final dot, or BDAT LAST) until
  * outbox_smtp_job_release_end(): the session connects, signs in and

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* test-cli-message.c: outbox-send's line-end normalization, which the
+ * command's own tests only see through whole messages. */
+
+#include "config.h"
+
+#include <locale.h>
+#include <string.h>
+
+#include "outbox-cli-message.h"
+
+/* What normalize_copy() must equal: the in-place version, then a search
+ * for the first NUL. */
+static gsize
+reference (const guint8 *in,
+           gsize         len,
+           gboolean      at_end,
+           gboolean     *held_cr,
+           guint8       *out,
+           gssize       *nul)
+{
+  const guint8 *found;
+  gsize         n;
+
+  memcpy (out, in, len);
+  n = outbox_cli_message_normalize (out, len, at_end, held_cr);
+  found = n > 0 ? memchr (out, '\0', n) : NULL;
+  *nul = found != NULL ? found - out : -1;
+
+  return n;
+}
+
+/* Random blocks, mostly plain text with CR, LF, CRLF and NUL bytes here
+ * and there, at every length around the sixteen-byte steps. */
+static void
+test_normalize_copy (void)
+{
+  static const char alphabet[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.\r\n\r\n\r\0\x80";
+  g_autoptr (GRand) rand = g_rand_new_with_seed (20261122);
+
+  for (guint round = 0; round < 100000; round++)
+    {
+      gsize    len = g_rand_int_range (rand, 0, 300);
+      gboolean at_end = g_rand_boolean (rand);
+      guint8  *in = g_malloc (len + 1);
+      guint8  *out = g_malloc (len + 1);
+      guint8  *expected = g_malloc (len + 1);
+      gboolean held = TRUE, expected_held = TRUE;
+      gssize   nul = -2, expected_nul = -2;
+      gsize    n, expected_n;
+
+      for (gsize i = 0; i < len; i++)
+        in[i] = alphabet[g_rand_int_range (rand, 0, sizeof alphabet - 1)];
+      /* Now and then a CR at the very end, to be held or kept. */
+      if (len > 0 && round % 5 == 0)
+        in[len - 1] = '\r';
+
+      n = outbox_cli_message_normalize_copy (in, len, at_end, &held, out, &nul);
+      expected_n = reference (in, len, at_end, &expected_held, expected, &expected_nul);
+
+      g_assert_cmpmem (out, n, expected, expected_n);
+      g_assert_cmpint (held, ==, expected_held);
+      g_assert_cmpint (nul, ==, expected_nul);
+
+      g_free (in);
+      g_free (out);
+      g_free (expected);
+    }
+}
+
+/* A stream cut into blocks, a held CR going in front of the next block
+ * as outbox-send does: the result is the whole input with CRLF turned
+ * into LF, wherever the cuts fall. */
+static void
+test_normalize_copy_stream (void)
+{
+  const char *text = "Subject: x\r\n\r\nfirst\r\nsecond\n\rthird\r\r\nfourth\r\n.\r\n\r\n"
+                     "a line that is somewhat longer than sixteen bytes\r\nend\r";
+  const char *want = "Subject: x\n\nfirst\nsecond\n\rthird\r\nfourth\n.\n\n"
+                     "a line that is somewhat longer than sixteen bytes\nend\r";
+  gsize       len = strlen (text);
+
+  for (gsize block = 1; block <= len; block++)
+    {
+      g_autoptr (GByteArray) got = g_byte_array_new ();
+      guint8  *in = g_malloc (block + 1);
+      guint8  *out = g_malloc (block + 1);
+      gboolean held = FALSE;
+      gsize    pos = 0;
+
+      while (pos < len || held)
+        {
+          gsize  start = held ? 1 : 0;
+          gsize  take = MIN (block, len - pos);
+          gssize nul;
+          gsize  n;
+
+          if (held)
+            in[0] = '\r';
+          memcpy (in + start, text + pos, take);
+          pos += take;
+          n = outbox_cli_message_normalize_copy (in, start + take, pos == len, &held, out, &nul);
+          g_assert_cmpint (nul, ==, -1);
+          g_byte_array_append (got, out, n);
+          if (pos == len)
+            g_assert_false (held);
+        }
+
+      g_assert_cmpmem (got->data, got->len, want, strlen (want));
+      g_free (in);
+      g_free (out);
+    }
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  setlocale (LC_ALL, "C.UTF-8");
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/cli-message/normalize-copy", test_normalize_copy);
+  g_test_add_func ("/cli-message/normalize-copy-stream", test_normalize_copy_stream);
+
+  return g_test_run ();
+}
