@@ -62,6 +62,12 @@ test_normalize_copy (void)
       g_assert_cmpint (held, ==, expected_held);
       g_assert_cmpint (nul, ==, expected_nul);
 
+      /* In place, as outbox-send does it. */
+      n = outbox_cli_message_normalize_copy (in, len, at_end, &held, in, &nul);
+      g_assert_cmpmem (in, n, expected, expected_n);
+      g_assert_cmpint (held, ==, expected_held);
+      g_assert_cmpint (nul, ==, expected_nul);
+
       g_free (in);
       g_free (out);
       g_free (expected);

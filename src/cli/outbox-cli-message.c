@@ -576,23 +576,29 @@ outbox_cli_message_normalize_copy (const guint8 *in,
 
   while (p < end)
     {
-      /* Sixteen bytes at a time up to the next CR or NUL. Each block is
-       * stored whole: @o is never ahead of @p, so it fits in @out. */
+      /* Sixteen bytes at a time up to the next CR or NUL. A block with
+       * neither is stored whole, which is safe in place too: @o is never
+       * ahead of @p, so only bytes already loaded are overwritten. The
+       * start of a block with one is moved; nothing at all while the
+       * output is still the input. */
       while (end - p >= 16)
         {
           __m128i  v = _mm_loadu_si128 ((const __m128i *) p);
           unsigned mask = (unsigned) _mm_movemask_epi8 (
             _mm_or_si128 (_mm_cmpeq_epi8 (v, cr), _mm_cmpeq_epi8 (v, zero)));
 
-          _mm_storeu_si128 ((__m128i *) o, v);
           if (mask != 0)
             {
               unsigned n = (unsigned) __builtin_ctz (mask);
 
+              if (o != p)
+                memmove (o, p, n);
               p += n;
               o += n;
               goto special;
             }
+          if (o != p)
+            _mm_storeu_si128 ((__m128i *) o, v);
           p += 16;
           o += 16;
         }
@@ -643,7 +649,7 @@ outbox_cli_message_normalize_copy (const guint8 *in,
   g_return_val_if_fail (in != NULL || len == 0, 0);
   g_return_val_if_fail (held_cr != NULL && nul != NULL, 0);
 
-  if (len > 0)
+  if (len > 0 && out != in)
     memcpy (out, in, len);
   n = outbox_cli_message_normalize (out, len, at_end, held_cr);
   found = n > 0 ? memchr (out, '\0', n) : NULL;

@@ -53,9 +53,9 @@ gsize              outbox_cli_message_normalize      (guint8             *data,
                                                       gboolean            at_end,
                                                       gboolean           *held_cr);
 
-/* The same from @in to @out (room for @len bytes), which must not
- * overlap; it also finds the first NUL byte: *@nul is its offset in @out,
- * or -1. One pass over the data. */
+/* The same from @in to @out (room for @len bytes), which may be the same
+ * buffer but must not overlap otherwise; it also finds the first NUL byte:
+ * *@nul is its offset in @out, or -1. One pass over the data. */
 gsize              outbox_cli_message_normalize_copy (const guint8       *in,
                                                       gsize               len,
                                                       gboolean            at_end,

@@ -97,8 +97,7 @@ typedef struct
 typedef struct
 {
   GInputStream *stream;
-  guint8       *raw;     /* BLOCK_SIZE + 1 bytes as read: a held CR goes first */
-  guint8       *block;   /* the same, line ends normalized */
+  guint8       *block;   /* BLOCK_SIZE + 1 bytes: a held CR goes first */
   gssize        nul;     /* where in @block its first NUL byte is, or -1 */
   gboolean      held_cr; /* the last block ended in a CR, kept for the next */
   gboolean      at_end;
@@ -191,7 +190,6 @@ input_free (Input *input)
     return;
 
   g_clear_object (&input->stream);
-  g_free (input->raw);
   g_free (input->block);
   g_clear_pointer (&input->head, g_byte_array_unref);
   g_clear_error (&input->nul_error);
@@ -1435,8 +1433,8 @@ count_lines_in_file (const char *path,
 }
 
 /* Reads the next block (after a held CR, if any) and normalizes its line
- * ends; *@len is what there is to use in input->block, and input->nul
- * tells where a NUL byte is in it, if there is one. */
+ * ends in place; *@len is what there is to use in input->block, and
+ * input->nul tells where a NUL byte is in it, if there is one. */
 static gboolean
 read_block (Input        *input,
             gsize        *len,
@@ -1447,15 +1445,15 @@ read_block (Input        *input,
   gssize n;
 
   if (input->held_cr)
-    input->raw[0] = '\r';
+    input->block[0] = '\r';
 
-  n = g_input_stream_read (input->stream, input->raw + start, BLOCK_SIZE, cancellable, error);
+  n = g_input_stream_read (input->stream, input->block + start, BLOCK_SIZE, cancellable, error);
   if (n < 0)
     return FALSE;
 
   input->size += n;
   input->at_end = n == 0;
-  *len = outbox_cli_message_normalize_copy (input->raw, start + n, input->at_end,
+  *len = outbox_cli_message_normalize_copy (input->block, start + n, input->at_end,
                                             &input->held_cr, input->block, &input->nul);
 
   return TRUE;
@@ -1968,7 +1966,6 @@ read_message (Send *self)
 {
   self->input = g_new0 (Input, 1);
   self->input->stream = g_unix_input_stream_new (STDIN_FILENO, FALSE);
-  self->input->raw = g_malloc (BLOCK_SIZE + 1);
   self->input->block = g_malloc (BLOCK_SIZE + 1);
   self->input->head = g_byte_array_new ();
   self->message = outbox_cli_message_new (self->opts.read_recipients);
