@@ -2399,6 +2399,63 @@ test_follow_recipient_limit (void)
   run_clear (&run);
 }
 
+/* Interrupted while the send waits on the server: the message was read
+ * and saved meanwhile, so it is kept, queued. */
+static void
+test_follow_sigterm (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = outbox_test_smtp_server_new (NULL, FALSE);
+  g_autoptr (GSubprocess) process = NULL;
+  g_autoptr (GBytes) input = NULL;
+  g_autoptr (GTimer) timer = g_timer_new ();
+  g_autoptr (GError) error = NULL;
+  g_autofree char *port = NULL;
+  g_autofree char *path = NULL;
+  Result           r = { 0 };
+  Run              run;
+
+  outbox_test_smtp_server_send (srv, "220 test.example ESMTP\r\n");
+  outbox_test_smtp_server_expect (srv, "EHLO *");
+  outbox_test_smtp_server_send (srv, "250 test.example\r\n");
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:*");
+  outbox_test_smtp_server_stall (srv);
+  outbox_test_smtp_server_start (srv);
+  port = g_strdup_printf ("%u", outbox_test_smtp_server_get_port (srv));
+
+  run_init (&run);
+  input = make_big_message (FOLLOW_HEADER, 2 * 1024 * 1024, "The end.");
+  path = g_build_filename (run.data_home, "message.eml", NULL);
+  g_assert_true (g_file_set_contents (path, g_bytes_get_data (input, NULL),
+                                      g_bytes_get_size (input), &error));
+  g_assert_no_error (error);
+  {
+    const char *args[] = { "--host", "127.0.0.1", "--port", port, "--security", "none",
+                           "-f", "alice@example.org", "bob@example.org", NULL };
+
+    process = spawn_with_input (&run, args, path);
+  }
+
+  /* Waiting for the reply to MAIL, and saved meanwhile. */
+  while (!lines_contain (srv, "MAIL FROM:") || count_folder (&run, OUTBOX_FOLDER_OUTBOX) < 1)
+    {
+      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
+      g_usleep (20000);
+    }
+
+  g_subprocess_send_signal (process, SIGTERM);
+  wait_process_closed (process, &r);
+
+  g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
+  g_assert_nonnull (strstr (r.err, "Interrupted"));
+  g_assert_nonnull (strstr (r.err, "It is kept in "));
+  g_assert_cmpint (outbox_state (&run), ==, OUTBOX_STATE_QUEUED);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 20000));
+  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+
+  result_clear (&r);
+  run_clear (&run);
+}
+
 /* 8-bit data at the end of a big file, for a server without 8BITMIME:
  * the send began as 7-bit, stops before that byte, and the message goes
  * again encoded once saved. */
@@ -2671,6 +2728,7 @@ main (int   argc,
   g_test_add_func ("/cli/follow/nul", test_follow_nul);
   g_test_add_func ("/cli/follow/8bit-restart", test_follow_8bit_restart);
   g_test_add_func ("/cli/follow/recipient-limit", test_follow_recipient_limit);
+  g_test_add_func ("/cli/follow/sigterm", test_follow_sigterm);
   g_test_add_func ("/cli/follow/postfix", test_follow_postfix);
 
   ret = g_test_run ();
