@@ -520,7 +520,8 @@ writer_done (GTask *task)
     {
       /* Stopped before the end: the server has nothing. Saved now, the
        * message goes again, encoded as it needs. */
-      g_debug ("Message %s needs encoding; sending it again from the outbox", data->id);
+      outbox_smtp_client_add_note (data->client, _("The message must be encoded for this server: "
+                                                   "sending it again from the outbox"));
       g_clear_error (&data->send_error);
       outbox_sender_send_async (data->store, data->id, data->client, g_task_get_cancellable (task),
                                 writer_sequential_send_cb, task);

@@ -3317,6 +3317,16 @@ outbox_smtp_client_get_failure (OutboxSmtpClient *self)
   return self->failure;
 }
 
+void
+outbox_smtp_client_add_note (OutboxSmtpClient *self,
+                             const char       *text)
+{
+  g_return_if_fail (OUTBOX_IS_SMTP_CLIENT (self));
+  g_return_if_fail (text != NULL);
+
+  transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, text);
+}
+
 char *
 outbox_smtp_client_get_transcript (OutboxSmtpClient *self)
 {

@@ -169,6 +169,10 @@ const OutboxSmtpFailure *outbox_smtp_client_get_failure (OutboxSmtpClient *self)
 /* The transcript of the last operation, one line per entry, "C: ", "S: ",
  * or "* " prefixed, AUTH payloads redacted. */
 char             *outbox_smtp_client_get_transcript   (OutboxSmtpClient    *self);
+/* Adds a "* " line to the transcript (and emits "transcript"): what the
+ * caller does between operations, said where the sessions are. */
+void              outbox_smtp_client_add_note         (OutboxSmtpClient    *self,
+                                                       const char          *text);
 
 #define OUTBOX_SMTP_REDACTED "[redacted]"
 
