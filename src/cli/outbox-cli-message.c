@@ -500,75 +500,22 @@ outbox_cli_message_read_header (OutboxCliMessage *self,
   return end_header (self, line - text, done, body_offset);
 }
 
+#ifdef __SSE2__
+
 gsize
 outbox_cli_message_normalize (guint8   *data,
                               gsize     len,
                               gboolean  at_end,
-                              gboolean *held_cr)
-{
-  guint8 *cr;
-  gsize   r; /* where reading goes on */
-  gsize   w; /* where writing goes on */
-
-  g_return_val_if_fail (data != NULL || len == 0, 0);
-  g_return_val_if_fail (held_cr != NULL, 0);
-
-  *held_cr = FALSE;
-
-  cr = len > 0 ? memchr (data, '\r', len) : NULL;
-  if (cr == NULL)
-    return len;
-
-  r = w = cr - data;
-  for (;;)
-    {
-      gsize next;
-
-      /* data[r] is a CR. */
-      if (r + 1 == len)
-        {
-          if (at_end)
-            data[w++] = '\r';
-          else
-            *held_cr = TRUE;
-          break;
-        }
-
-      if (data[r + 1] != '\n')
-        data[w++] = '\r';
-      r++;
-
-      /* On to the next CR. */
-      cr = memchr (data + r, '\r', len - r);
-      next = cr != NULL ? (gsize) (cr - data) : len;
-      memmove (data + w, data + r, next - r);
-      w += next - r;
-      r = next;
-
-      if (cr == NULL)
-        break;
-    }
-
-  return w;
-}
-
-#ifdef __SSE2__
-
-gsize
-outbox_cli_message_normalize_copy (const guint8 *in,
-                                   gsize         len,
-                                   gboolean      at_end,
-                                   gboolean     *held_cr,
-                                   guint8       *out,
-                                   gssize       *nul)
+                              gboolean *held_cr,
+                              gssize   *nul)
 {
   const __m128i cr = _mm_set1_epi8 ('\r');
   const __m128i zero = _mm_setzero_si128 ();
-  const guint8 *p = in;
-  const guint8 *end = in + len;
-  guint8       *o = out;
+  const guint8 *p = data; /* where reading goes on */
+  const guint8 *end = data + len;
+  guint8       *o = data; /* where writing goes on, never ahead of @p */
 
-  g_return_val_if_fail (in != NULL || len == 0, 0);
+  g_return_val_if_fail (data != NULL || len == 0, 0);
   g_return_val_if_fail (held_cr != NULL && nul != NULL, 0);
 
   *held_cr = FALSE;
@@ -577,10 +524,9 @@ outbox_cli_message_normalize_copy (const guint8 *in,
   while (p < end)
     {
       /* Sixteen bytes at a time up to the next CR or NUL. A block with
-       * neither is stored whole, which is safe in place too: @o is never
-       * ahead of @p, so only bytes already loaded are overwritten. The
-       * start of a block with one is moved; nothing at all while the
-       * output is still the input. */
+       * neither is stored whole: only bytes already loaded are
+       * overwritten. The start of a block with one is moved. Nothing is
+       * written while nothing was dropped yet. */
       while (end - p >= 16)
         {
           __m128i  v = _mm_loadu_si128 ((const __m128i *) p);
@@ -611,7 +557,7 @@ special:
       if (*p == '\0')
         {
           if (*nul < 0)
-            *nul = o - out;
+            *nul = o - data;
           *o++ = *p++;
           continue;
         }
@@ -630,32 +576,60 @@ special:
       p++;
     }
 
-  return o - out;
+  return o - data;
 }
 
 #else
 
 gsize
-outbox_cli_message_normalize_copy (const guint8 *in,
-                                   gsize         len,
-                                   gboolean      at_end,
-                                   gboolean     *held_cr,
-                                   guint8       *out,
-                                   gssize       *nul)
+outbox_cli_message_normalize (guint8   *data,
+                              gsize     len,
+                              gboolean  at_end,
+                              gboolean *held_cr,
+                              gssize   *nul)
 {
   const guint8 *found;
-  gsize         n;
+  guint8       *cr;
+  gsize         r; /* where reading goes on */
+  gsize         w; /* where writing goes on */
 
-  g_return_val_if_fail (in != NULL || len == 0, 0);
+  g_return_val_if_fail (data != NULL || len == 0, 0);
   g_return_val_if_fail (held_cr != NULL && nul != NULL, 0);
 
-  if (len > 0 && out != in)
-    memcpy (out, in, len);
-  n = outbox_cli_message_normalize (out, len, at_end, held_cr);
-  found = n > 0 ? memchr (out, '\0', n) : NULL;
-  *nul = found != NULL ? found - out : -1;
+  *held_cr = FALSE;
 
-  return n;
+  cr = len > 0 ? memchr (data, '\r', len) : NULL;
+  r = w = cr != NULL ? (gsize) (cr - data) : len;
+  while (cr != NULL)
+    {
+      gsize next;
+
+      /* data[r] is a CR. */
+      if (r + 1 == len)
+        {
+          if (at_end)
+            data[w++] = '\r';
+          else
+            *held_cr = TRUE;
+          break;
+        }
+
+      if (data[r + 1] != '\n')
+        data[w++] = '\r';
+      r++;
+
+      /* On to the next CR. */
+      cr = memchr (data + r, '\r', len - r);
+      next = cr != NULL ? (gsize) (cr - data) : len;
+      memmove (data + w, data + r, next - r);
+      w += next - r;
+      r = next;
+    }
+
+  found = w > 0 ? memchr (data, '\0', w) : NULL;
+  *nul = found != NULL ? found - data : -1;
+
+  return w;
 }
 
 #endif

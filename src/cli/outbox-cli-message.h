@@ -47,20 +47,12 @@ void               outbox_cli_message_free           (OutboxCliMessage   *messag
 /* Turns each CRLF of @data into LF, in place (a CR alone stays), and
  * returns the new length. Unless @at_end, a CR that ends @data is left out
  * and *@held_cr set: it may be the first half of a CRLF, so the caller puts
- * it in front of what comes next. */
+ * it in front of what comes next. On the way it finds the first NUL byte:
+ * *@nul is its offset in the result, or -1. One pass over the data. */
 gsize              outbox_cli_message_normalize      (guint8             *data,
                                                       gsize               len,
                                                       gboolean            at_end,
-                                                      gboolean           *held_cr);
-
-/* The same from @in to @out (room for @len bytes), which may be the same
- * buffer but must not overlap otherwise; it also finds the first NUL byte:
- * *@nul is its offset in @out, or -1. One pass over the data. */
-gsize              outbox_cli_message_normalize_copy (const guint8       *in,
-                                                      gsize               len,
-                                                      gboolean            at_end,
                                                       gboolean           *held_cr,
-                                                      guint8             *out,
                                                       gssize             *nul);
 
 /* The error for a NUL byte on line @line_number (counted from 1) of the

@@ -1453,8 +1453,8 @@ read_block (Input        *input,
 
   input->size += n;
   input->at_end = n == 0;
-  *len = outbox_cli_message_normalize_copy (input->block, start + n, input->at_end,
-                                            &input->held_cr, input->block, &input->nul);
+  *len = outbox_cli_message_normalize (input->block, start + n, input->at_end, &input->held_cr,
+                                       &input->nul);
 
   return TRUE;
 }

@@ -35,10 +35,9 @@ typedef struct
   guint              pending; /* of the commit and the send */
 
   /* outbox_sender_send_following_async() */
-  GInputStream *following;  /* the message as it is written */
-  gboolean      followed;   /* sent while it was written */
-  gboolean      final_8bit; /* as the commit found */
-  gboolean      final_long; /* likewise: lines over 998 octets */
+  gboolean followed;   /* sent while it was written */
+  gboolean final_8bit; /* as the commit found */
+  gboolean final_long; /* likewise: lines over 998 octets */
 } SendData;
 
 static void
@@ -58,7 +57,6 @@ send_data_free (SendData *data)
   g_clear_pointer (&data->account_id, g_free);
   g_clear_pointer (&data->jobs, g_ptr_array_unref);
   g_clear_error (&data->commit_error);
-  g_clear_object (&data->following);
   g_free (data);
 }
 
@@ -582,7 +580,6 @@ writer_send_cb (GObject      *object,
 
   outbox_smtp_client_send_batch_finish (data->client, result, NULL);
   g_clear_object (&data->stream);
-  g_clear_object (&data->following);
 
   if (outbox_smtp_job_get_sent (job))
     {
@@ -781,7 +778,6 @@ outbox_sender_send_following_async (OutboxStore          *store,
   task = writer_task_new (store, writer, envelope, account_id, client, cancellable, callback,
                           user_data);
   data = g_task_get_task_data (task);
-  data->following = g_object_ref (stream);
   data->followed = TRUE;
 
   job = outbox_smtp_job_new (data->envelope->from, (const char *const *) data->envelope->recipients,
