@@ -13,6 +13,7 @@
 #include "outbox-smtp-auth.h"
 #include "outbox-smtp-caps.h"
 #include "outbox-smtp-client.h"
+#include "outbox-smtp-cork-stream.h"
 #include "outbox-smtp-data-filter.h"
 
 /* How much of the message is read, filtered and written at once. */
@@ -21,6 +22,8 @@
 #define READ_CHUNK (16 * 1024)
 /* BDAT chunks: each waits for its reply, so make them large. */
 #define BDAT_CHUNK (1024 * 1024)
+/* How much of the encrypted body goes to the socket at once. */
+#define CORK_CAPACITY (256 * 1024)
 /* Room in front of a chunk for "BDAT <size> LAST\r\n", so that the
  * command and its chunk go out as one buffer without moving the chunk. */
 #define BDAT_HEADROOM 32
@@ -89,6 +92,7 @@ struct _Session
   GSocketClient       *socket_client;
   GSocketConnection   *socket_conn;
   GTlsConnection      *tls_conn;
+  GOutputStream       *cork; /* under TLS, over the socket */
   GInputStream        *in;
   GOutputStream       *out;
   gboolean             tls_active;
@@ -250,6 +254,7 @@ session_free (Session *s)
   g_clear_object (&s->fallback_7bit);
   g_clear_object (&s->socket_client);
   g_clear_object (&s->tls_conn);
+  g_clear_object (&s->cork);
   g_clear_object (&s->socket_conn);
   g_clear_pointer (&s->caps, outbox_smtp_caps_free);
   g_clear_pointer (&s->parser, outbox_smtp_reply_parser_free);
@@ -518,6 +523,9 @@ on_closed_cb (GObject      *source,
 
   session_end_io (task);
   g_io_stream_close_finish (G_IO_STREAM (source), result, &ignored);
+  /* TLS closes its own base (the socket's streams), not the socket. */
+  if (s->tls_conn != NULL && s->socket_conn != NULL)
+    g_io_stream_close (G_IO_STREAM (s->socket_conn), NULL, NULL);
   transcript_add (self, OUTBOX_SMTP_TRANSCRIPT_INFO, _("Connection closed"));
 
   session_return (task);
@@ -570,28 +578,59 @@ session_finish (GTask *task)
 
 /* Writing ----------------------------------------------------------------- */
 
+typedef struct
+{
+  GBytes               *bytes;
+  OutboxSmtpCorkStream *cork; /* under TLS, or NULL */
+} BodyWrite;
+
+static void
+body_write_free (BodyWrite *write)
+{
+  g_bytes_unref (write->bytes);
+  g_clear_object (&write->cork);
+  g_free (write);
+}
+
 /* The body is written by a worker thread, one blocking write per chunk:
  * GIO's asynchronous write of a TLS stream hands over one TLS record per
  * main loop iteration, which for a big message is thousands of wake-ups,
  * more CPU than the encryption itself. And the thread's result is what
  * was written, whereas an asynchronous write checks the cancellable when
  * its result is read, and would report a last chunk that went out whole
- * (with the end of the message) as cancelled or timed out. */
+ * (with the end of the message) as cancelled or timed out.
+ *
+ * Under TLS, the chunk's records are gathered and sent a few at a time:
+ * one send() per 16 KB record costs the kernel more than twice the CPU
+ * of sending the same bytes in 256 KB pieces. */
 static void
 write_thread (GTask        *write_task,
               gpointer      source_object,
               gpointer      task_data,
               GCancellable *cancellable)
 {
-  GBytes       *bytes = task_data;
+  BodyWrite    *write = task_data;
   GError       *error = NULL;
   gsize         len;
-  gconstpointer data = g_bytes_get_data (bytes, &len);
+  gconstpointer data = g_bytes_get_data (write->bytes, &len);
+  gboolean      ok;
+
+  if (write->cork != NULL)
+    outbox_smtp_cork_stream_cork (write->cork);
 
   /* The cancellable fires on the caller's cancellation and on the step's
    * timeout; the socket's waits include it. */
-  if (!g_output_stream_write_all (G_OUTPUT_STREAM (source_object), data, len, NULL, cancellable,
-                                  &error))
+  ok = g_output_stream_write_all (G_OUTPUT_STREAM (source_object), data, len, NULL, cancellable,
+                                  &error);
+
+  /* What is still gathered goes out now, even after a failure (it can
+   * only fail too, but the records before it were sent as far as TLS
+   * knows). */
+  if (write->cork != NULL &&
+      !outbox_smtp_cork_stream_uncork (write->cork, cancellable, ok ? &error : NULL))
+    ok = FALSE;
+
+  if (!ok)
     g_task_return_error (write_task, error);
   else
     g_task_return_boolean (write_task, TRUE);
@@ -679,9 +718,14 @@ session_write_body (GTask   *task,
   Session      *s = g_task_get_task_data (task);
   GCancellable *cancellable = session_begin_write (task, bytes, OUTBOX_SMTP_STEP_BODY, next);
   g_autoptr (GTask) write_task = g_task_new (s->out, cancellable, on_written_cb, task);
+  BodyWrite *write = g_new0 (BodyWrite, 1);
 
   g_task_set_source_tag (write_task, write_thread);
-  g_task_set_task_data (write_task, g_bytes_ref (bytes), (GDestroyNotify) g_bytes_unref);
+  write->bytes = g_bytes_ref (bytes);
+  if (s->tls_conn != NULL && s->cork != NULL)
+    write->cork = g_object_ref (OUTBOX_SMTP_CORK_STREAM (s->cork));
+
+  g_task_set_task_data (write_task, write, (GDestroyNotify) body_write_free);
   /* What was written is the truth, even if a cancel came meanwhile. */
   g_task_set_check_cancellable (write_task, FALSE);
   g_task_run_in_thread (write_task, write_thread);
@@ -1501,13 +1545,20 @@ session_new_tls (Session *s,
   OutboxSmtpClient *self = s->self;
   GTlsBackend      *backend = g_tls_backend_get_default ();
   g_autoptr (GSocketConnectable) identity = g_network_address_new (self->host, self->port);
+  g_autoptr (GIOStream) base = NULL;
+
+  /* The socket's streams, with the body's records gathered on the way
+   * out (see write_thread()). */
+  s->cork = outbox_smtp_cork_stream_new (g_io_stream_get_output_stream (G_IO_STREAM (s->socket_conn)),
+                                         CORK_CAPACITY);
+  base = g_simple_io_stream_new (g_io_stream_get_input_stream (G_IO_STREAM (s->socket_conn)),
+                                 s->cork);
 
   if (self->extra_ca == NULL)
-    return G_TLS_CONNECTION (g_tls_client_connection_new (G_IO_STREAM (s->socket_conn), identity,
-                                                          error));
+    return G_TLS_CONNECTION (g_tls_client_connection_new (base, identity, error));
 
   return g_initable_new (g_tls_backend_get_client_connection_type (backend), NULL, error,
-                         "base-io-stream", s->socket_conn,
+                         "base-io-stream", base,
                          "server-identity", identity,
                          "database", self->extra_ca,
                          NULL);
