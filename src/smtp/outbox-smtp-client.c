@@ -23,7 +23,7 @@
 /* BDAT chunks: each waits for its reply, so make them large. */
 #define BDAT_CHUNK (1024 * 1024)
 /* How much of the encrypted body goes to the socket at once. */
-#define CORK_CAPACITY (256 * 1024)
+#define CORK_CAPACITY (128 * 1024)
 /* Room in front of a chunk for "BDAT <size> LAST\r\n", so that the
  * command and its chunk go out as one buffer without moving the chunk. */
 #define BDAT_HEADROOM 32
@@ -602,7 +602,7 @@ body_write_free (BodyWrite *write)
  *
  * Under TLS, the chunk's records are gathered and sent a few at a time:
  * one send() per 16 KB record costs the kernel more than twice the CPU
- * of sending the same bytes in 256 KB pieces. */
+ * of sending the same bytes in 128 KB pieces. */
 static void
 write_thread (GTask        *write_task,
               gpointer      source_object,
