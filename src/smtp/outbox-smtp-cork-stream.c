@@ -76,10 +76,19 @@ outbox_smtp_cork_stream_write (GOutputStream *stream,
                                GError       **error)
 {
   OutboxSmtpCorkStream *self = OUTBOX_SMTP_CORK_STREAM (stream);
-  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
+  g_autoptr (GMutexLocker) locker = NULL;
 
-  if (!self->corked)
+  /* Uncorked, nothing is held: no lock over a write that may block. */
+  if (!g_atomic_int_get (&self->corked))
     return g_output_stream_write (self->base, buffer, count, cancellable, error);
+
+  /* Uncorked while this waited for the lock: what was gathered is out. */
+  locker = g_mutex_locker_new (&self->lock);
+  if (!self->corked)
+    {
+      g_clear_pointer (&locker, g_mutex_locker_free);
+      return g_output_stream_write (self->base, buffer, count, cancellable, error);
+    }
 
   if (self->len + count > self->capacity && !flush_locked (self, cancellable, error))
     return -1;
@@ -112,8 +121,8 @@ outbox_smtp_cork_stream_close (GOutputStream *stream,
   g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
   gboolean ok;
 
-  g_atomic_int_set (&self->corked, FALSE);
   ok = flush_locked (self, cancellable, error);
+  g_atomic_int_set (&self->corked, FALSE);
 
   return g_output_stream_close (self->base, cancellable, ok ? error : NULL) && ok;
 }
@@ -164,11 +173,19 @@ outbox_smtp_cork_stream_write_nonblocking (GPollableOutputStream *stream,
                                            GError               **error)
 {
   OutboxSmtpCorkStream *self = OUTBOX_SMTP_CORK_STREAM (stream);
-  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
+  g_autoptr (GMutexLocker) locker = NULL;
 
-  if (!self->corked)
+  if (!g_atomic_int_get (&self->corked))
     return g_pollable_output_stream_write_nonblocking (G_POLLABLE_OUTPUT_STREAM (self->base),
                                                        buffer, count, NULL, error);
+
+  locker = g_mutex_locker_new (&self->lock);
+  if (!self->corked)
+    {
+      g_clear_pointer (&locker, g_mutex_locker_free);
+      return g_pollable_output_stream_write_nonblocking (G_POLLABLE_OUTPUT_STREAM (self->base),
+                                                         buffer, count, NULL, error);
+    }
 
   append_locked (self, buffer, count);
   return count;
@@ -245,11 +262,14 @@ outbox_smtp_cork_stream_uncork (OutboxSmtpCorkStream *self,
                                 GError              **error)
 {
   g_autoptr (GMutexLocker) locker = NULL;
+  gboolean ok;
 
   g_return_val_if_fail (OUTBOX_IS_SMTP_CORK_STREAM (self), FALSE);
 
   locker = g_mutex_locker_new (&self->lock);
+  ok = flush_locked (self, cancellable, error);
+  /* Only once all of it is out may other writes pass through. */
   g_atomic_int_set (&self->corked, FALSE);
 
-  return flush_locked (self, cancellable, error);
+  return ok;
 }
