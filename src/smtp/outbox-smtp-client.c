@@ -722,7 +722,7 @@ session_write_body (GTask   *task,
 
   g_task_set_source_tag (write_task, write_thread);
   write->bytes = g_bytes_ref (bytes);
-  if (s->tls_conn != NULL && s->cork != NULL)
+  if (s->tls_conn != NULL)
     write->cork = g_object_ref (OUTBOX_SMTP_CORK_STREAM (s->cork));
 
   g_task_set_task_data (write_task, write, (GDestroyNotify) body_write_free);

@@ -76,14 +76,10 @@ outbox_smtp_cork_stream_write (GOutputStream *stream,
                                GError       **error)
 {
   OutboxSmtpCorkStream *self = OUTBOX_SMTP_CORK_STREAM (stream);
-  g_autoptr (GMutexLocker) locker = NULL;
+  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
 
-  /* Uncorked, nothing is held: no lock over a write that may block. */
-  if (!g_atomic_int_get (&self->corked))
-    return g_output_stream_write (self->base, buffer, count, cancellable, error);
-
-  /* Uncorked while this waited for the lock: what was gathered is out. */
-  locker = g_mutex_locker_new (&self->lock);
+  /* Uncorked (perhaps while this waited for the lock, then what was
+   * gathered is out): no lock over a write that may block. */
   if (!self->corked)
     {
       g_clear_pointer (&locker, g_mutex_locker_free);
@@ -173,13 +169,8 @@ outbox_smtp_cork_stream_write_nonblocking (GPollableOutputStream *stream,
                                            GError               **error)
 {
   OutboxSmtpCorkStream *self = OUTBOX_SMTP_CORK_STREAM (stream);
-  g_autoptr (GMutexLocker) locker = NULL;
+  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&self->lock);
 
-  if (!g_atomic_int_get (&self->corked))
-    return g_pollable_output_stream_write_nonblocking (G_POLLABLE_OUTPUT_STREAM (self->base),
-                                                       buffer, count, NULL, error);
-
-  locker = g_mutex_locker_new (&self->lock);
   if (!self->corked)
     {
       g_clear_pointer (&locker, g_mutex_locker_free);
