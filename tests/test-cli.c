@@ -2260,6 +2260,23 @@ make_big_message (const char *header,
   return g_string_free_to_bytes (text);
 }
 
+/* @message with its CRLFs made LFs, as it is stored. */
+static char *
+normalize_line_ends (GBytes *message)
+{
+  gsize       len;
+  const char *data = g_bytes_get_data (message, &len);
+  GString    *text = g_string_sized_new (len);
+
+  for (gsize i = 0; i < len; i++)
+    {
+      if (data[i] != '\r' || i + 1 == len || data[i + 1] != '\n')
+        g_string_append_c (text, data[i]);
+    }
+
+  return g_string_free (text, FALSE);
+}
+
 static guint
 count_matches (const char *text,
                const char *needle)
@@ -2399,8 +2416,9 @@ test_follow_recipient_limit (void)
   run_clear (&run);
 }
 
-/* Interrupted while the send waits on the server: the message was read
- * and saved meanwhile, so it is kept, queued. */
+/* Interrupted while the send waits on the server, before it read any of
+ * the body: the rest of the file is read and saved then, so the message
+ * is kept, queued, whole. */
 static void
 test_follow_sigterm (void)
 {
@@ -2435,8 +2453,8 @@ test_follow_sigterm (void)
     process = spawn_with_input (&run, args, path);
   }
 
-  /* Waiting for the reply to MAIL, and saved meanwhile. */
-  while (!lines_contain (srv, "MAIL FROM:") || count_folder (&run, OUTBOX_FOLDER_OUTBOX) < 1)
+  /* Waiting for the reply to MAIL. */
+  while (!lines_contain (srv, "MAIL FROM:"))
     {
       g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
       g_usleep (20000);
@@ -2451,6 +2469,23 @@ test_follow_sigterm (void)
   g_assert_cmpint (outbox_state (&run), ==, OUTBOX_STATE_QUEUED);
   g_assert_true (outbox_test_smtp_server_wait (srv, 20000));
   g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+
+  /* All of it, with its line ends as stored. */
+  {
+    g_autoptr (OutboxStore) store = run_store (&run);
+    g_auto (GStrv) kept = list_folder (&run, OUTBOX_FOLDER_OUTBOX);
+    g_autoptr (GFile) file = NULL;
+    g_autofree char *contents = NULL;
+    g_autofree char *given = NULL;
+    gsize            len;
+
+    g_assert_cmpuint (g_strv_length (kept), ==, 1);
+    file = outbox_store_get_message_file (store, OUTBOX_FOLDER_OUTBOX, kept[0]);
+    g_assert_true (g_file_load_contents (file, NULL, &contents, &len, NULL, &error));
+    g_assert_no_error (error);
+    given = normalize_line_ends (input);
+    g_assert_cmpstr (strstr (contents, "\n\n"), ==, strstr (given, "\n\n"));
+  }
 
   result_clear (&r);
   run_clear (&run);

@@ -1081,7 +1081,7 @@ test_follow (Fixture      *fixture,
 
   feed.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
   g_assert_no_error (error);
-  stream = outbox_store_writer_follow (feed.writer, 123456, &error);
+  stream = outbox_store_writer_follow (feed.writer, 123456, NULL, NULL, &error);
   g_assert_no_error (error);
   g_assert_true (outbox_store_writer_is_followed (feed.writer));
   g_assert_cmpuint (outbox_store_writer_get_expected_size (feed.writer), ==, 123456);
@@ -1113,6 +1113,166 @@ test_follow (Fixture      *fixture,
   g_assert_no_error (error);
 }
 
+/* A pump for test_follow_pump(): makes the content 5000 bytes at a time,
+ * or nothing where the writer is not at the offset asked for; ends the
+ * input after the last piece. */
+typedef struct
+{
+  OutboxStoreWriter *writer;
+  GBytes            *content;
+  gsize              made;
+  guint              calls;
+  guint              empty; /* calls that made nothing */
+} Pump;
+
+static gssize
+test_pump (guint64  offset,
+           guint8  *buffer,
+           gsize    size,
+           gpointer user_data,
+           GError **error)
+{
+  Pump         *pump = user_data;
+  gsize         len;
+  const guint8 *data = g_bytes_get_data (pump->content, &len);
+  gsize         n = MIN (MIN (size, 5000), len - pump->made);
+
+  pump->calls++;
+  if (outbox_store_writer_get_size (pump->writer) != offset || pump->made == len)
+    {
+      pump->empty++;
+      return 0;
+    }
+
+  memcpy (buffer, data + pump->made, n);
+  g_assert_true (outbox_store_writer_write (pump->writer, buffer, n, NULL));
+  pump->made += n;
+  if (pump->made == len)
+    outbox_store_writer_end_input (pump->writer, NULL);
+
+  return n;
+}
+
+/* With a pump, a read makes the input rather than wait for it; what was
+ * written meanwhile by another thread, or before a seek back, is read
+ * from the file. Closing the stream lets whoever waits for it go on. */
+static void
+test_follow_pump (Fixture      *fixture,
+                  gconstpointer user_data)
+{
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GBytes) content = make_follow_content (3000, 0);
+  g_autoptr (GInputStream) stream = NULL;
+  g_autoptr (GByteArray) got = g_byte_array_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) stored = NULL;
+  g_autofree char   *id = NULL;
+  g_autofree guint8 *buf = g_malloc (65536);
+  const guint8      *data = g_bytes_get_data (content, NULL);
+  Pump               pump = { 0 };
+  gssize             n;
+
+  pump.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  pump.content = content;
+  stream = outbox_store_writer_follow (pump.writer, 0, test_pump, &pump, &error);
+  g_assert_no_error (error);
+
+  /* Straight from the pump. */
+  n = g_input_stream_read (stream, buf, 65536, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (n, ==, 5000);
+  g_assert_cmpmem (buf, n, data, 5000);
+  g_byte_array_append (got, buf, n);
+
+  /* Another writer went ahead: the pump makes nothing, the file is read. */
+  g_assert_true (outbox_store_writer_write (pump.writer, data + 5000, 300, NULL));
+  pump.made += 300;
+  n = g_input_stream_read (stream, buf, 65536, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (n, ==, 300);
+  g_assert_cmpuint (pump.empty, ==, 0);
+
+  /* Not past what is written. */
+  g_assert_false (g_seekable_seek (G_SEEKABLE (stream), 5301, G_SEEK_SET, NULL, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+
+  /* Back to the start: read again from the file, then pumped on. */
+  g_assert_true (g_seekable_seek (G_SEEKABLE (stream), 0, G_SEEK_SET, NULL, &error));
+  g_assert_no_error (error);
+  g_byte_array_set_size (got, 0);
+  while ((n = g_input_stream_read (stream, buf, 65536, NULL, &error)) > 0)
+    g_byte_array_append (got, buf, n);
+  g_assert_no_error (error);
+  g_assert_cmpmem (got->data, got->len, data, g_bytes_get_size (content));
+  g_assert_cmpuint (pump.empty, ==, 0);
+
+  /* Ended: waiting for the reader is over at once. */
+  outbox_store_follow_wait_closed (stream, NULL);
+
+  id = outbox_store_writer_commit (pump.writer, envelope, NULL, &error);
+  g_assert_no_error (error);
+  stored = load_message (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
+  g_assert_true (g_bytes_equal (stored, content));
+  outbox_store_writer_free (pump.writer);
+}
+
+static gpointer
+close_soon_thread (gpointer user_data)
+{
+  g_usleep (50000);
+  g_input_stream_close (user_data, NULL, NULL);
+
+  return NULL;
+}
+
+/* Waiting for a pumped stream's reader: over once it closes the stream,
+ * or on a cancel. */
+static void
+test_follow_wait_closed (Fixture      *fixture,
+                         gconstpointer user_data)
+{
+  g_autoptr (GBytes) content = make_follow_content (10, 0);
+  g_autoptr (GError) error = NULL;
+  Pump pump = { 0 };
+
+  pump.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  pump.content = content;
+
+  {
+    g_autoptr (GInputStream) stream = outbox_store_writer_follow (pump.writer, 0, test_pump,
+                                                                  &pump, &error);
+    g_autoptr (GThread) thread = g_thread_new ("close", close_soon_thread, stream);
+
+    /* Nothing else ends the wait here: no cancellable, no end of input. */
+    g_assert_no_error (error);
+    outbox_store_follow_wait_closed (stream, NULL);
+    g_thread_join (g_steal_pointer (&thread));
+    g_assert_true (g_input_stream_is_closed (stream));
+  }
+
+  {
+    g_autoptr (OutboxStoreWriter) writer = outbox_store_begin_add (fixture->store,
+                                                                   OUTBOX_FOLDER_OUTBOX, &error);
+    g_autoptr (GInputStream) stream = NULL;
+    g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+    g_autoptr (GThread) thread = NULL;
+
+    g_assert_no_error (error);
+    stream = outbox_store_writer_follow (writer, 0, test_pump, &pump, &error);
+    g_assert_no_error (error);
+    thread = g_thread_new ("cancel", cancel_soon_thread, cancellable);
+    outbox_store_follow_wait_closed (stream, cancellable);
+    g_assert_true (g_cancellable_is_cancelled (cancellable));
+    g_assert_false (g_input_stream_is_closed (stream));
+  }
+
+  outbox_store_writer_free (pump.writer);
+  g_assert_cmpuint (pump.calls, ==, 0);
+}
+
 /* Input that fails: the reader gets its error, and so does the commit,
  * which keeps nothing. A line over 998 octets stops the reader, not the
  * commit. A cancelled wait is cancelled. */
@@ -1140,7 +1300,7 @@ test_follow_failures (Fixture      *fixture,
 
       feed.writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
       g_assert_no_error (error);
-      stream = outbox_store_writer_follow (feed.writer, 0, &error);
+      stream = outbox_store_writer_follow (feed.writer, 0, NULL, NULL, &error);
       g_assert_no_error (error);
       feed.content = content;
       feed.end_error = long_line ? NULL : failure;
@@ -1198,7 +1358,7 @@ test_follow_failures (Fixture      *fixture,
 
     writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
     g_assert_no_error (error);
-    stream = outbox_store_writer_follow (writer, 0, &error);
+    stream = outbox_store_writer_follow (writer, 0, NULL, NULL, &error);
     g_assert_no_error (error);
     {
       g_autoptr (GThread) thread = g_thread_new ("cancel", cancel_soon_thread, cancellable);
@@ -1236,6 +1396,8 @@ main (int   argc,
   ADD ("/store/writer-not-stale", test_writer_not_stale);
   ADD ("/store/follow", test_follow);
   ADD ("/store/follow-failures", test_follow_failures);
+  ADD ("/store/follow-pump", test_follow_pump);
+  ADD ("/store/follow-wait-closed", test_follow_wait_closed);
   ADD ("/store/content-flags", test_content_flags);
   g_test_add_func ("/store/default-root", test_default_root);
 

@@ -38,7 +38,11 @@
  * keyring, or the terminal), commit the message and its envelope to the
  * outbox, then send it with the sender, which moves it to sent/ or records
  * why it is still in the outbox. The message is never all in memory, and
- * nothing is in the outbox before the commit.
+ * nothing is in the outbox before the commit. A big message in a file is
+ * sent while it is stored: the send reads standard input itself, through
+ * the stream that follows the store's writer (pump_body()), so that each
+ * block is read once, stored and sent from the same buffer; its end waits
+ * for the commit.
  *
  * Whatever goes wrong with the message, all of standard input is read
  * before outbox-send says so and exits, as when it read everything first:
@@ -97,7 +101,7 @@ typedef struct
 typedef struct
 {
   GInputStream *stream;
-  guint8       *block;   /* BLOCK_SIZE + 1 bytes: a held CR goes first */
+  guint8       *block;   /* (nullable) BLOCK_SIZE + 1 bytes: a held CR goes first */
   gssize        nul;     /* where in @block its first NUL byte is, or -1 */
   gboolean      held_cr; /* the last block ended in a CR, kept for the next */
   gboolean      at_end;
@@ -114,9 +118,17 @@ typedef struct
   OutboxStoreWriter *writer;
   gboolean           following; /* the writer is followed by a send */
 
+  /* Held for each step of storing the body: a send that follows the
+   * writer pulls steps too (pump_body()). */
+  GMutex   lock;
+  gboolean stopped;  /* the body stops short: a NUL byte, or the store failed */
+  gboolean find_nul; /* then whether the rest is searched for a NUL byte, */
+  guint64  lines;    /* after this many LFs */
+
   GError *nul_error;    /* (nullable) a NUL byte: the first thing to say */
   GError *header_error; /* (nullable) a broken header */
   GError *store_error;  /* (nullable) writing to the outbox failed */
+  GError *read_error;   /* (nullable) reading the body failed */
 } Input;
 
 typedef struct
@@ -154,6 +166,7 @@ typedef struct
    * the body still goes into the outbox. */
   GInputStream *following;        /* (nullable) the message, for the send */
   gboolean      reading;          /* the body is being read meanwhile */
+  gboolean      pulling;          /* the send was given @following */
   gboolean      quit_on_read;     /* finished while reading: quit after it */
   GError       *read_error;       /* (nullable) reading it failed */
   GAsyncResult *sent;             /* (nullable) the send's result, if it came first */
@@ -195,6 +208,8 @@ input_free (Input *input)
   g_clear_error (&input->nul_error);
   g_clear_error (&input->header_error);
   g_clear_error (&input->store_error);
+  g_clear_error (&input->read_error);
+  g_mutex_clear (&input->lock);
   g_free (input);
 }
 
@@ -247,6 +262,15 @@ say (const char *format,
   g_printerr ("%s: %s\n", g_get_prgname (), text);
 }
 
+/* While the body is read as it is sent: no send will pull it now, so
+ * the reading thread stores the rest (follow_body_thread()). */
+static void
+stop_following (Send *self)
+{
+  if (self->reading && !self->pulling)
+    g_input_stream_close (self->following, NULL, NULL);
+}
+
 static void
 finish (Send *self,
         int   exit_code)
@@ -254,10 +278,11 @@ finish (Send *self,
   self->exit_code = exit_code;
 
   /* The reading thread still writes to the store: quit once it is done
-   * (a file is read to its end quickly; a signal has cancelled it). */
+   * (a file is read to its end quickly). */
   if (self->reading)
     {
       self->quit_on_read = TRUE;
+      stop_following (self);
       return;
     }
 
@@ -296,6 +321,7 @@ fail (Send       *self,
           self->deferred_code = exit_code;
         }
       self->quit_on_read = TRUE;
+      stop_following (self);
       return;
     }
   if (self->input != NULL && self->input->following && !self->input_told && input_failed (self))
@@ -1206,9 +1232,10 @@ have_password (Send *self)
 
   if (self->following != NULL)
     {
-      /* The message is still being read into the outbox, and goes out as
-       * it is; its end waits for the commit, which waits for the end of
-       * the input. */
+      /* The send reads the message from standard input as it goes, and
+       * stores it in the outbox on the way (pump_body()); its end waits
+       * for the commit, which waits for the end of the input. */
+      self->pulling = TRUE;
       outbox_sender_send_following_async (self->store, g_steal_pointer (&self->writer),
                                           self->following, self->envelope,
                                           self->account != NULL
@@ -1432,11 +1459,25 @@ count_lines_in_file (const char *path,
   return from == to;
 }
 
-/* Reads the next block (after a held CR, if any) and normalizes its line
- * ends in place; *@len is what there is to use in input->block, and
- * input->nul tells where a NUL byte is in it, if there is one. */
+/* The block standard input is read into, made when first needed: a send
+ * that pulls the body reads it into its own buffer instead. */
+static guint8 *
+input_get_block (Input *input)
+{
+  if (input->block == NULL)
+    input->block = g_malloc (BLOCK_SIZE + 1);
+
+  return input->block;
+}
+
+/* Reads the next block into @buf, which has room for @room bytes after a
+ * held CR (if any, it goes first), and normalizes its line ends in place;
+ * *@len is what there is to use in @buf, and input->nul tells where a NUL
+ * byte is in it, if there is one. */
 static gboolean
 read_block (Input        *input,
+            guint8       *buf,
+            gsize         room,
             gsize        *len,
             GCancellable *cancellable,
             GError      **error)
@@ -1445,15 +1486,15 @@ read_block (Input        *input,
   gssize n;
 
   if (input->held_cr)
-    input->block[0] = '\r';
+    buf[0] = '\r';
 
-  n = g_input_stream_read (input->stream, input->block + start, BLOCK_SIZE, cancellable, error);
+  n = g_input_stream_read (input->stream, buf + start, room, cancellable, error);
   if (n < 0)
     return FALSE;
 
   input->size += n;
   input->at_end = n == 0;
-  *len = outbox_cli_message_normalize (input->block, start + n, input->at_end, &input->held_cr,
+  *len = outbox_cli_message_normalize (buf, start + n, input->at_end, &input->held_cr,
                                        &input->nul);
 
   return TRUE;
@@ -1468,27 +1509,29 @@ drain_input (Input        *input,
              GCancellable *cancellable,
              GError      **error)
 {
+  guint8 *block = input_get_block (input);
+
   while (!input->at_end)
     {
       const guint8 *nul;
       gsize         len;
 
-      if (!read_block (input, &len, cancellable, error))
+      if (!read_block (input, block, BLOCK_SIZE, &len, cancellable, error))
         return FALSE;
 
       if (!find_nul)
         continue;
 
-      nul = input->nul >= 0 ? input->block + input->nul : NULL;
+      nul = input->nul >= 0 ? block + input->nul : NULL;
       if (nul != NULL)
         {
           input->nul_error = outbox_cli_message_nul_error_new (
-            lines + count_lines (input->block, nul - input->block) + 1);
+            lines + count_lines (block, nul - block) + 1);
           find_nul = FALSE;
         }
       else
         {
-          lines += count_lines (input->block, len);
+          lines += count_lines (block, len);
         }
     }
 
@@ -1505,6 +1548,7 @@ read_header_thread (GTask        *task,
 {
   Send         *self = task_data;
   Input        *input = self->input;
+  guint8       *block = input_get_block (input);
   GError       *error = NULL;
   gboolean      done = FALSE;
   const guint8 *nul;
@@ -1513,13 +1557,13 @@ read_header_thread (GTask        *task,
     {
       gsize len;
 
-      if (!read_block (input, &len, cancellable, &error))
+      if (!read_block (input, block, BLOCK_SIZE, &len, cancellable, &error))
         {
           g_task_return_error (task, error);
           return;
         }
 
-      g_byte_array_append (input->head, input->block, len);
+      g_byte_array_append (input->head, block, len);
 
       if (input->at_end && input->size == 0)
         {
@@ -1574,8 +1618,6 @@ read_header_thread (GTask        *task,
   g_task_return_boolean (task, TRUE);
 }
 
-/* What is left of the head is the start of the body; the rest of the body
- * goes from standard input to the store, a block at a time. */
 /* A followed input that went wrong stops the send now; the rest is only
  * read to tell what is wrong. The writer is not used after this. */
 static void
@@ -1589,71 +1631,162 @@ end_followed_input (Input        *input,
   input->writer = NULL;
 }
 
+/* The body stops short of the end of the input: a NUL byte, or the store
+ * failed. The rest is still read (by read_body()), and searched for a NUL
+ * byte if @find_nul, @lines being the number of LFs before it. */
+static void
+stop_body (Input   *input,
+           gboolean find_nul,
+           guint64  lines)
+{
+  input->stopped = TRUE;
+  input->find_nul = find_nul;
+  input->lines = lines;
+  end_followed_input (input, input->nul_error != NULL ? input->nul_error : input->store_error);
+}
+
+/* One step of storing the body, with input->lock held: the part of it
+ * read with the header, or the next block of standard input, read into
+ * @buf (@room bytes, after a held CR) and normalized there. *@len is what
+ * was stored from @buf. Returns FALSE once there is no more to store: the
+ * input ended, or the body stopped short, or reading failed (input->
+ * read_error). */
+static gboolean
+store_next (Input        *input,
+            guint8       *buf,
+            gsize         room,
+            gsize        *len,
+            GCancellable *cancellable)
+{
+  const guint8 *nul;
+  const char   *path;
+  gboolean      counted;
+  guint64       lines = 0;
+  gsize         n;
+
+  *len = 0;
+  if (input->stopped || input->read_error != NULL)
+    return FALSE;
+
+  if (input->head != NULL)
+    {
+      /* What is left of the head is the start of the body. */
+      input->lines_before = count_lines (input->head->data, input->body_offset);
+      if (input->head->len > input->body_offset &&
+          !outbox_store_writer_write (input->writer, input->head->data + input->body_offset,
+                                      input->head->len - input->body_offset, &input->store_error))
+        {
+          stop_body (input, TRUE, count_lines (input->head->data, input->head->len));
+          return FALSE;
+        }
+      g_clear_pointer (&input->head, g_byte_array_unref);
+      return TRUE;
+    }
+
+  if (input->at_end)
+    {
+      end_followed_input (input, NULL);
+      return FALSE;
+    }
+
+  if (!read_block (input, buf, room, &n, cancellable, &input->read_error))
+    {
+      end_followed_input (input, input->read_error);
+      return FALSE;
+    }
+
+  nul = input->nul >= 0 ? buf + input->nul : NULL;
+  if (nul == NULL && outbox_store_writer_write (input->writer, buf, n, &input->store_error))
+    {
+      *len = n;
+      if (input->at_end)
+        end_followed_input (input, NULL);
+      return !input->at_end;
+    }
+
+  /* The message stops here: a NUL byte, or the store failed. Which line
+   * is this? The body read before this block is in the store's file. */
+  path = outbox_store_writer_get_path (input->writer);
+  counted = count_lines_in_file (path, input->header_size,
+                                 outbox_store_writer_get_size (input->writer), &lines);
+  if (counted)
+    {
+      lines += input->lines_before;
+      if (nul != NULL)
+        input->nul_error = outbox_cli_message_nul_error_new (lines +
+                                                             count_lines (buf, nul - buf) + 1);
+      lines += count_lines (buf, n);
+    }
+  else if (input->store_error == NULL)
+    {
+      g_autofree char *display = g_filename_display_name (path);
+
+      /* Without the count, only the store's trouble can be told. */
+      input->store_error = g_error_new (G_IO_ERROR, G_IO_ERROR_FAILED,
+                                        _("Could not read the file “%s” again"), display);
+    }
+
+  /* After a failed write, a NUL byte further on is still the error to
+   * tell. */
+  stop_body (input, counted && input->nul_error == NULL, lines);
+
+  return FALSE;
+}
+
+/* Stores the rest of the body, a step at a time: a send may pull steps
+ * meanwhile. If the body stopped short, reads the rest of the input. */
 static gboolean
 read_body (Input        *input,
            GCancellable *cancellable,
            GError      **error)
 {
-  input->lines_before = count_lines (input->head->data, input->body_offset);
+  gboolean more;
+  gboolean read;
+  gsize    len;
 
-  if (input->head->len > input->body_offset &&
-      !outbox_store_writer_write (input->writer, input->head->data + input->body_offset,
-                                  input->head->len - input->body_offset, &input->store_error))
+  do
     {
-      end_followed_input (input, input->store_error);
-      return drain_input (input, TRUE, count_lines (input->head->data, input->head->len),
-                          cancellable, error);
+      g_mutex_lock (&input->lock);
+      more = store_next (input, input_get_block (input), BLOCK_SIZE, &len, cancellable);
+      g_mutex_unlock (&input->lock);
     }
+  while (more);
 
-  g_clear_pointer (&input->head, g_byte_array_unref);
+  g_mutex_lock (&input->lock);
+  if (input->stopped && input->read_error == NULL)
+    drain_input (input, input->find_nul, input->lines, cancellable, &input->read_error);
+  read = input->read_error == NULL;
+  if (!read)
+    g_propagate_error (error, g_error_copy (input->read_error));
+  g_mutex_unlock (&input->lock);
 
-  while (!input->at_end)
-    {
-      const guint8 *nul;
-      const char   *path;
-      gboolean      counted;
-      gsize         len;
-      guint64       lines = 0;
+  return read;
+}
 
-      if (!read_block (input, &len, cancellable, error))
-        return FALSE;
+/* The pump of the stream the send follows the writer through (see
+ * outbox_store_writer_follow()): standard input is read straight into
+ * the send's buffer, stored from there and sent from there, so it is read
+ * once. Nothing is made if the writer is not at @offset any more. */
+static gssize
+pump_body (guint64  offset,
+           guint8  *buffer,
+           gsize    size,
+           gpointer user_data,
+           GError **error)
+{
+  Input *input = user_data;
+  gsize  len = 0;
 
-      nul = input->nul >= 0 ? input->block + input->nul : NULL;
-      if (nul == NULL && outbox_store_writer_write (input->writer, input->block, len,
-                                                    &input->store_error))
-        continue;
+  g_return_val_if_fail (size >= 2, -1);
 
-      /* The message stops here: a NUL byte, or the store failed. Which
-       * line is this? The body read before this block is in the store's
-       * file. */
-      path = outbox_store_writer_get_path (input->writer);
-      counted = count_lines_in_file (path, input->header_size,
-                                     outbox_store_writer_get_size (input->writer), &lines);
-      if (counted)
-        {
-          lines += input->lines_before;
-          if (nul != NULL)
-            input->nul_error = outbox_cli_message_nul_error_new (
-              lines + count_lines (input->block, nul - input->block) + 1);
-          lines += count_lines (input->block, len);
-        }
-      else if (input->store_error == NULL)
-        {
-          g_autofree char *display = g_filename_display_name (path);
+  /* A file, so no read blocks for long: an interruption does not stop
+   * it, as below. */
+  g_mutex_lock (&input->lock);
+  if (input->writer != NULL && outbox_store_writer_get_size (input->writer) == offset)
+    store_next (input, buffer, size - 1, &len, NULL);
+  g_mutex_unlock (&input->lock);
 
-          /* Without the count, only the store's trouble can be told. */
-          input->store_error = g_error_new (G_IO_ERROR, G_IO_ERROR_FAILED,
-                                            _("Could not read the file “%s” again"), display);
-        }
-
-      end_followed_input (input, input->nul_error != NULL ? input->nul_error : input->store_error);
-
-      /* After a failed write, a NUL byte further on is still the error to
-       * tell. */
-      return drain_input (input, counted && input->nul_error == NULL, lines, cancellable, error);
-    }
-
-  return TRUE;
+  return len;
 }
 
 static void
@@ -1672,9 +1805,13 @@ read_body_thread (GTask        *task,
     g_task_return_boolean (task, TRUE);
 }
 
-/* The same while the message is being sent: the send learns how the
- * input ended, and the commit may go on. This is the thread's last use
- * of the writer, which the sender frees after the commit. */
+/* The same while the message is being sent: the send pulls the body
+ * through pump_body() as it goes, and this thread stores what it did not
+ * pull, once it no longer does (it is over, or never began) or when
+ * interrupted. A file is read to its end quickly, so that then the
+ * message is kept in the outbox. The send learns how the input ended,
+ * and the commit may go on. This is the thread's last use of the writer,
+ * which the sender frees after the commit. */
 static void
 follow_body_thread (GTask        *task,
                     gpointer      source_object,
@@ -1687,8 +1824,10 @@ follow_body_thread (GTask        *task,
   const GError *failure;
   gboolean      read;
 
-  read = read_body (input, cancellable, &error);
+  outbox_store_follow_wait_closed (self->following, cancellable);
+  read = read_body (input, NULL, &error);
 
+  g_mutex_lock (&input->lock);
   if (!read)
     failure = error;
   else if (input->nul_error != NULL)
@@ -1696,6 +1835,7 @@ follow_body_thread (GTask        *task,
   else
     failure = input->store_error;
   end_followed_input (input, failure);
+  g_mutex_unlock (&input->lock);
 
   if (!read)
     g_task_return_error (task, error);
@@ -1905,7 +2045,7 @@ start_following (Send *self)
   /* The header as stored, the body read with it, and the rest. */
   expected = input->header_size + (input->head->len - input->body_offset) +
              (guint64) (info.st_size - offset);
-  self->following = outbox_store_writer_follow (self->writer, expected, &error);
+  self->following = outbox_store_writer_follow (self->writer, expected, pump_body, input, &error);
   if (self->following == NULL)
     {
       g_debug ("Sending after reading: %s", error->message);
@@ -1952,6 +2092,8 @@ read_header_cb (GObject      *object,
 
   if (start_following (self))
     {
+      /* Not needed unless the send stops pulling the body early. */
+      g_clear_pointer (&self->input->block, g_free);
       self->reading = TRUE;
       run_input_task (self, follow_body_thread, follow_body_cb);
       find_password (self);
@@ -1965,8 +2107,8 @@ static void
 read_message (Send *self)
 {
   self->input = g_new0 (Input, 1);
+  g_mutex_init (&self->input->lock);
   self->input->stream = g_unix_input_stream_new (STDIN_FILENO, FALSE);
-  self->input->block = g_malloc (BLOCK_SIZE + 1);
   self->input->head = g_byte_array_new ();
   self->message = outbox_cli_message_new (self->opts.read_recipients);
 

@@ -35,9 +35,10 @@ typedef struct
   guint              pending; /* of the commit and the send */
 
   /* outbox_sender_send_following_async() */
-  gboolean followed;   /* sent while it was written */
-  gboolean final_8bit; /* as the commit found */
-  gboolean final_long; /* likewise: lines over 998 octets */
+  gboolean      followed;   /* sent while it was written */
+  GInputStream *following;  /* the stream the send read, closed after it */
+  gboolean      final_8bit; /* as the commit found */
+  gboolean      final_long; /* likewise: lines over 998 octets */
 } SendData;
 
 static void
@@ -48,6 +49,7 @@ send_data_free (SendData *data)
   g_clear_object (&data->client);
   g_clear_pointer (&data->envelope, outbox_envelope_free);
   g_clear_object (&data->stream);
+  g_clear_object (&data->following);
   g_clear_object (&data->stream_7bit);
   g_clear_object (&data->copy_7bit);
   g_clear_pointer (&data->rejected, g_ptr_array_unref);
@@ -581,6 +583,11 @@ writer_send_cb (GObject      *object,
   outbox_smtp_client_send_batch_finish (data->client, result, NULL);
   g_clear_object (&data->stream);
 
+  /* The send reads no more of it: whatever it did not read is now saved
+   * by the writing thread (see outbox_store_writer_follow()). */
+  if (data->following != NULL)
+    g_input_stream_close (data->following, NULL, NULL);
+
   if (outbox_smtp_job_get_sent (job))
     {
       if (outbox_smtp_job_get_rejected (job) != NULL)
@@ -779,6 +786,7 @@ outbox_sender_send_following_async (OutboxStore          *store,
                           user_data);
   data = g_task_get_task_data (task);
   data->followed = TRUE;
+  data->following = g_object_ref (stream);
 
   job = outbox_smtp_job_new (data->envelope->from, (const char *const *) data->envelope->recipients,
                              stream, data->size);

@@ -48,7 +48,10 @@ void     outbox_sender_send_writer_async  (OutboxStore          *store,
  * octets, or 8-bit data for a server without 8BITMIME), the session
  * stops before the end of the message, and once the message is saved it
  * is sent again the way outbox_sender_send_async() does. If the input
- * fails, nothing is sent or kept, and the error is the input's. */
+ * fails, nothing is sent or kept, and the error is the input's. @stream
+ * is closed once the session is over: with a pump, the writing thread
+ * then stores what the session did not read (outbox_store_follow_wait_
+ * closed()). */
 void     outbox_sender_send_following_async (OutboxStore        *store,
                                              OutboxStoreWriter  *writer,
                                              GInputStream       *stream,

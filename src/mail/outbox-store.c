@@ -41,7 +41,12 @@ typedef struct
   guint64         expected;   /* the size, as far as it is known */
   gboolean        long_lines; /* a line over 998 octets was written */
   gboolean        ended;      /* no more input */
+  gboolean        closed;     /* the stream's reader is done with it */
+  guint           waiting;    /* readers waiting for more to be written */
   GError         *error;      /* (nullable) the input failed */
+
+  OutboxStorePump pump; /* (nullable) what makes more input on demand */
+  gpointer        pump_data;
 } Follow;
 
 struct _OutboxStoreWriter
@@ -836,6 +841,26 @@ follow_unref (Follow *follow)
   g_free (follow);
 }
 
+static GError *
+long_lines_error_new (void)
+{
+  /* clang-format off */
+  return g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                              _("The message has a line longer than 998 octets, so it must be "
+                                "encoded before it is sent."));
+  /* clang-format on */
+}
+
+/* The stream's reader is done with it: whoever waits for that may go on. */
+static void
+follow_close (Follow *follow)
+{
+  g_mutex_lock (&follow->lock);
+  follow->closed = TRUE;
+  g_cond_broadcast (&follow->cond);
+  g_mutex_unlock (&follow->lock);
+}
+
 static void
 follow_cancelled_cb (GCancellable *cancellable,
                      Follow       *follow)
@@ -866,10 +891,12 @@ G_DEFINE_FINAL_TYPE_WITH_CODE (OutboxFollowStream, outbox_follow_stream, G_TYPE_
 
 /* Waits until there is something to read at @self's offset, or the input
  * ended, or failed, or @cancellable is cancelled. Returns how much may be
- * read (at most @most), or -1 with @error set. */
+ * read (at most @most), or -1 with @error set. With a pump, nothing is
+ * waited for: *@pump is set when it is time to call it instead. */
 static gssize
 follow_stream_wait (OutboxFollowStream *self,
                     gsize               most,
+                    gboolean           *pump,
                     GCancellable       *cancellable,
                     GError            **error)
 {
@@ -878,7 +905,9 @@ follow_stream_wait (OutboxFollowStream *self,
   gulong  handler = 0;
   guint64 available = 0;
 
-  if (cancellable != NULL)
+  *pump = FALSE;
+
+  if (cancellable != NULL && follow->pump == NULL)
     handler = g_cancellable_connect (cancellable, G_CALLBACK (follow_cancelled_cb), follow, NULL);
 
   g_mutex_lock (&follow->lock);
@@ -887,18 +916,18 @@ follow_stream_wait (OutboxFollowStream *self,
       if (follow->error != NULL)
         failure = g_error_copy (follow->error);
       else if (follow->long_lines)
-        {
-          /* clang-format off */
-          failure = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                                         _("The message has a line longer than 998 octets, so it "
-                                           "must be encoded before it is sent."));
-          /* clang-format on */
-        }
+        failure = long_lines_error_new ();
       else if (follow->written > self->offset)
         available = follow->written - self->offset;
-      else if (!follow->ended && !g_cancellable_is_cancelled (cancellable))
+      else if (follow->ended || g_cancellable_is_cancelled (cancellable))
+        ;
+      else if (follow->pump != NULL)
+        *pump = TRUE;
+      else
         {
+          follow->waiting++;
           g_cond_wait (&follow->cond, &follow->lock);
+          follow->waiting--;
           continue;
         }
       break;
@@ -915,10 +944,42 @@ follow_stream_wait (OutboxFollowStream *self,
     }
 
   /* Nothing more: the end, unless the wait was cancelled. */
-  if (available == 0 && g_cancellable_set_error_if_cancelled (cancellable, error))
+  if (available == 0 && !*pump && g_cancellable_set_error_if_cancelled (cancellable, error))
     return -1;
 
   return (gssize) MIN ((guint64) most, available);
+}
+
+/* Gets the next piece of the input from the pump, straight into @buffer:
+ * it is written to the file and read in one go. Returns its length, 0 if
+ * the pump made none (then there is something else to look at), or -1. */
+static gssize
+follow_stream_pump (OutboxFollowStream *self,
+                    void               *buffer,
+                    gsize               count,
+                    GError            **error)
+{
+  Follow  *follow = self->follow;
+  gboolean long_lines;
+  gssize   n;
+
+  n = follow->pump (self->offset, buffer, count, follow->pump_data, error);
+  if (n <= 0)
+    return n;
+
+  /* The pump wrote it, so it was checked. */
+  g_mutex_lock (&follow->lock);
+  long_lines = follow->long_lines;
+  g_mutex_unlock (&follow->lock);
+  if (long_lines)
+    {
+      g_propagate_error (error, long_lines_error_new ());
+      return -1;
+    }
+
+  self->offset += n;
+
+  return n;
 }
 
 static gssize
@@ -931,8 +992,19 @@ outbox_follow_stream_read (GInputStream *stream,
   OutboxFollowStream *self = OUTBOX_FOLLOW_STREAM (stream);
   gssize              want;
   gssize              n;
+  gboolean            pump;
 
-  want = follow_stream_wait (self, MIN (count, (gsize) G_MAXSSIZE), cancellable, error);
+  count = MIN (count, (gsize) G_MAXSSIZE);
+
+  for (;;)
+    {
+      want = follow_stream_wait (self, count, &pump, cancellable, error);
+      if (!pump)
+        break;
+      n = follow_stream_pump (self, buffer, count, error);
+      if (n != 0)
+        return n;
+    }
   if (want <= 0)
     return want;
 
@@ -965,6 +1037,7 @@ outbox_follow_stream_close (GInputStream *stream,
   if (self->fd >= 0)
     close (self->fd);
   self->fd = -1;
+  follow_close (self->follow);
 
   return TRUE;
 }
@@ -976,6 +1049,7 @@ outbox_follow_stream_finalize (GObject *object)
 
   if (self->fd >= 0)
     close (self->fd);
+  follow_close (self->follow);
   g_clear_pointer (&self->follow, follow_unref);
 
   G_OBJECT_CLASS (outbox_follow_stream_parent_class)->finalize (object);
@@ -1038,6 +1112,14 @@ outbox_follow_stream_seek (GSeekable    *seekable,
     case G_SEEK_SET:
     default:
       break;
+    }
+
+  /* With a pump, what is not written yet is made at the end only. */
+  if (follow->pump != NULL && type != G_SEEK_END)
+    {
+      g_mutex_lock (&follow->lock);
+      known = base + offset <= (gint64) follow->written;
+      g_mutex_unlock (&follow->lock);
     }
 
   if (!known || base + offset < 0)
@@ -1140,7 +1222,10 @@ outbox_store_writer_write (OutboxStoreWriter *writer,
       g_mutex_lock (&writer->follow->lock);
       writer->follow->written = writer->size;
       writer->follow->long_lines = writer->scan.has_long_lines;
-      g_cond_broadcast (&writer->follow->cond);
+      /* Only readers wait for this (a broadcast is a system call, and
+       * wakes whoever waits for something else). */
+      if (writer->follow->waiting > 0)
+        g_cond_broadcast (&writer->follow->cond);
       g_mutex_unlock (&writer->follow->lock);
     }
 
@@ -1150,6 +1235,8 @@ outbox_store_writer_write (OutboxStoreWriter *writer,
 GInputStream *
 outbox_store_writer_follow (OutboxStoreWriter *writer,
                             guint64            expected_size,
+                            OutboxStorePump    pump,
+                            gpointer           pump_data,
                             GError           **error)
 {
   OutboxFollowStream *stream;
@@ -1171,6 +1258,8 @@ outbox_store_writer_follow (OutboxStoreWriter *writer,
   writer->follow->written = writer->size;
   writer->follow->expected = MAX (expected_size, writer->size);
   writer->follow->long_lines = writer->scan.has_long_lines;
+  writer->follow->pump = pump;
+  writer->follow->pump_data = pump_data;
 
   stream = g_object_new (OUTBOX_TYPE_FOLLOW_STREAM, NULL);
   stream->follow = follow_ref (writer->follow);
@@ -1200,6 +1289,28 @@ outbox_store_writer_end_input (OutboxStoreWriter *writer,
     }
   g_cond_broadcast (&follow->cond);
   g_mutex_unlock (&follow->lock);
+}
+
+void
+outbox_store_follow_wait_closed (GInputStream *stream,
+                                 GCancellable *cancellable)
+{
+  Follow *follow;
+  gulong  handler = 0;
+
+  g_return_if_fail (OUTBOX_IS_FOLLOW_STREAM (stream));
+
+  follow = OUTBOX_FOLLOW_STREAM (stream)->follow;
+  if (cancellable != NULL)
+    handler = g_cancellable_connect (cancellable, G_CALLBACK (follow_cancelled_cb), follow, NULL);
+
+  g_mutex_lock (&follow->lock);
+  while (!follow->closed && !follow->ended && !g_cancellable_is_cancelled (cancellable))
+    g_cond_wait (&follow->cond, &follow->lock);
+  g_mutex_unlock (&follow->lock);
+
+  if (handler != 0)
+    g_cancellable_disconnect (cancellable, handler);
 }
 
 gboolean

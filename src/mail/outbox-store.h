@@ -90,10 +90,34 @@ void                outbox_store_writer_free       (OutboxStoreWriter   *writer)
  * INVALID_DATA): such a message must be encoded before it is sent.
  * @expected_size is what outbox_store_writer_get_expected_size() tells
  * while the size is not known yet. A commit of a followed writer waits
- * for the end of the input and fails with the input's error. */
+ * for the end of the input and fails with the input's error.
+ *
+ * With a @pump, the stream's reader makes the input itself: once it has
+ * read all that was written, and the input has not ended, a read calls
+ * @pump rather than waiting. The pump must append the next piece of the
+ * message to the writer at @offset (where the writer's size must be) and
+ * put the same bytes in @buffer, returning their number; or return 0
+ * having appended nothing there (the input ended or failed, or another
+ * thread appended meanwhile: the read then looks again); or -1 with
+ * @error. The message is then read once, not written and read back. A
+ * pumped stream cannot seek past what is written. */
+typedef gssize (*OutboxStorePump) (guint64   offset,
+                                   guint8   *buffer,
+                                   gsize     size,
+                                   gpointer  user_data,
+                                   GError  **error);
+
 GInputStream       *outbox_store_writer_follow     (OutboxStoreWriter   *writer,
                                                     guint64              expected_size,
+                                                    OutboxStorePump      pump,
+                                                    gpointer             pump_data,
                                                     GError             **error);
+/* For a stream returned by outbox_store_writer_follow(): waits until it
+ * is closed or finalized (its reader is done with it), or the input
+ * ended, or @cancellable is cancelled. For the thread that writes what
+ * a pump did not. */
+void                outbox_store_follow_wait_closed (GInputStream       *stream,
+                                                    GCancellable        *cancellable);
 /* All of the message was written (@error NULL), or it could not be
  * (@error is copied). Wakes the readers and the commit. */
 void                outbox_store_writer_end_input  (OutboxStoreWriter   *writer,
