@@ -525,8 +525,10 @@ outbox_cli_message_normalize (guint8   *data,
     {
       /* Sixteen bytes at a time up to the next CR or NUL. A block with
        * neither is stored whole: only bytes already loaded are
-       * overwritten. The start of a block with one is moved. Nothing is
-       * written while nothing was dropped yet. */
+       * overwritten. The start of a block with one is moved; it is
+       * stored whole too once writing is 16 bytes behind (what lands
+       * after its start is overwritten later). Nothing is written while
+       * nothing was dropped yet. */
       while (end - p >= 16)
         {
           __m128i  v = _mm_loadu_si128 ((const __m128i *) p);
@@ -537,7 +539,9 @@ outbox_cli_message_normalize (guint8   *data,
             {
               unsigned n = (unsigned) __builtin_ctz (mask);
 
-              if (o != p)
+              if (p - o >= 16)
+                _mm_storeu_si128 ((__m128i *) o, v);
+              else if (o != p)
                 memmove (o, p, n);
               p += n;
               o += n;
