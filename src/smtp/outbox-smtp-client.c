@@ -151,6 +151,10 @@ struct _Session
   gsize                body_in_size;
   guint64              body_read;
   gboolean             body_eof;
+  gboolean             body_prefilled; /* body_out was filled after its last write: */
+  GError              *prefill_error;  /* (nullable) the fill failed, */
+  gboolean             prefill_eof;    /* or reached the end, */
+  gsize                prefill_read;   /* having read this much */
 
   OutboxSmtpReply *final_reply;
   GError          *error; /* the failure being reported */
@@ -265,6 +269,7 @@ session_free (Session *s)
   g_clear_pointer (&s->deferred, g_ptr_array_unref);
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_free (s->body_in);
+  g_clear_error (&s->prefill_error);
   g_clear_pointer (&s->final_reply, outbox_smtp_reply_free);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
   g_clear_pointer (&s->bdat_refusal, outbox_smtp_reply_free);
@@ -582,7 +587,15 @@ typedef struct
 {
   GBytes               *bytes;
   OutboxSmtpCorkStream *cork; /* under TLS, or NULL */
+  Session              *fill; /* (nullable) whose next chunk to read after */
 } BodyWrite;
+
+static gboolean fill_body (Session      *s,
+                           gboolean     *eof,
+                           gsize        *read,
+                           GCancellable *cancellable,
+                           GError      **error);
+static void     reset_body_buffer (Session *s);
 
 static void
 body_write_free (BodyWrite *write)
@@ -629,6 +642,20 @@ write_thread (GTask        *write_task,
   if (write->cork != NULL &&
       !outbox_smtp_cork_stream_uncork (write->cork, cancellable, ok ? &error : NULL))
     ok = FALSE;
+
+  /* The chunk went out, so its buffer is free: the next chunk is read
+   * into it now, in this thread, rather than in another one after a trip
+   * through the main loop (each trip costs more than the copying).
+   * Whatever the main loop then finds (an early reply from the server)
+   * still comes first. */
+  if (ok && write->fill != NULL)
+    {
+      Session *s = write->fill;
+
+      reset_body_buffer (s);
+      fill_body (s, &s->prefill_eof, &s->prefill_read, cancellable, &s->prefill_error);
+      s->body_prefilled = TRUE;
+    }
 
   if (!ok)
     g_task_return_error (write_task, error);
@@ -724,6 +751,8 @@ session_write_body (GTask   *task,
   write->bytes = g_bytes_ref (bytes);
   if (s->tls_conn != NULL)
     write->cork = g_object_ref (OUTBOX_SMTP_CORK_STREAM (s->cork));
+  if (!s->body_eof)
+    write->fill = s;
 
   g_task_set_task_data (write_task, write, (GDestroyNotify) body_write_free);
   /* What was written is the truth, even if a cancel came meanwhile. */
@@ -985,6 +1014,8 @@ load_job (Session *s,
   s->drain_left = 0;
   s->body_eof = FALSE;
   s->body_read = 0;
+  s->body_prefilled = FALSE;
+  g_clear_error (&s->prefill_error);
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_clear_pointer (&s->body_in, g_free);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
@@ -1927,6 +1958,8 @@ next_transaction (GTask *task)
   s->accepted = 0;
   s->body_eof = FALSE;
   s->body_read = 0;
+  s->body_prefilled = FALSE;
+  g_clear_error (&s->prefill_error);
   g_clear_pointer (&s->body_out, g_byte_array_unref);
   g_clear_pointer (&s->body_in, g_free);
   send_mail (task);
@@ -2208,7 +2241,51 @@ send_bdat_chunk (GTask *task)
 
 /* Fills the body buffer up to one chunk (or the end of the message), in
  * a worker thread: blocking reads of the message stream, each filtered
- * at once. One thread hop per chunk rather than per read. */
+ * at once. Sets *@eof if it reached the end, and *@read to what it read;
+ * the caller records them when the chunk's turn comes. */
+static gboolean
+fill_body (Session      *s,
+           gboolean     *eof,
+           gsize        *read,
+           GCancellable *cancellable,
+           GError      **error)
+{
+  gsize target = s->chunking ? BDAT_HEADROOM + BDAT_CHUNK : BODY_CHUNK;
+
+  *eof = FALSE;
+  *read = 0;
+
+  while (s->body_out->len < target)
+    {
+      gssize n = g_input_stream_read (s->message, s->body_in, s->body_in_size, cancellable, error);
+
+      if (n < 0)
+        return FALSE;
+
+      if (n == 0)
+        {
+          *eof = TRUE;
+          outbox_smtp_data_filter_finish (&s->filter, s->body_out);
+          break;
+        }
+
+      if (s->check_8bit && outbox_smtp_data_has_8bit (s->body_in, n))
+        {
+          g_set_error (error, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NEEDS_7BIT,
+                       _("The message has 8-bit data, and %s only accepts 7-bit messages (no "
+                         "8BITMIME)."),
+                          s->self->host);
+          return FALSE;
+        }
+
+      *read += n;
+      outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
+    }
+
+  return TRUE;
+}
+
+/* One thread hop per chunk rather than per read. */
 static void
 fill_thread (GTask        *fill,
              gpointer      source_object,
@@ -2216,41 +2293,17 @@ fill_thread (GTask        *fill,
              GCancellable *cancellable)
 {
   Session *s = task_data;
-  gsize    target = s->chunking ? BDAT_HEADROOM + BDAT_CHUNK : BODY_CHUNK;
+  GError  *error = NULL;
+  gsize    read;
+  gboolean ok;
 
-  while (s->body_out->len < target)
-    {
-      GError *error = NULL;
-      gssize  n = g_input_stream_read (s->message, s->body_in, s->body_in_size, cancellable,
-                                       &error);
+  ok = fill_body (s, &s->body_eof, &read, cancellable, &error);
+  s->body_read += read;
 
-      if (n < 0)
-        {
-          g_task_return_error (fill, error);
-          return;
-        }
-
-      if (n == 0)
-        {
-          s->body_eof = TRUE;
-          outbox_smtp_data_filter_finish (&s->filter, s->body_out);
-          break;
-        }
-
-      if (s->check_8bit && outbox_smtp_data_has_8bit (s->body_in, n))
-        {
-          g_task_return_new_error (fill, OUTBOX_SMTP_ERROR, OUTBOX_SMTP_ERROR_NEEDS_7BIT,
-                                   _("The message has 8-bit data, and %s only accepts 7-bit "
-                                     "messages (no 8BITMIME)."),
-                                      s->self->host);
-          return;
-        }
-
-      s->body_read += n;
-      outbox_smtp_data_filter_process (&s->filter, s->body_in, n, s->body_out);
-    }
-
-  g_task_return_boolean (fill, TRUE);
+  if (!ok)
+    g_task_return_error (fill, error);
+  else
+    g_task_return_boolean (fill, TRUE);
 }
 
 static void
@@ -2379,18 +2432,17 @@ job_wait_for_end (GTask *task)
   g_source_attach (job->end_source, g_task_get_context (task));
 }
 
+/* The body buffer was filled, or @error (taken) says why not. Takes the
+ * task. */
 static void
-on_body_filled_cb (GObject      *source,
-                   GAsyncResult *result,
-                   gpointer      user_data)
+body_filled (GTask  *task_,
+             GError *error_)
 {
-  g_autoptr (GTask) task = user_data;
+  g_autoptr (GTask) task = task_;
+  g_autoptr (GError) error = error_;
   Session *s = g_task_get_task_data (task);
-  g_autoptr (GError) error = NULL;
 
-  session_end_io (task);
-
-  if (!g_task_propagate_boolean (G_TASK (result), &error))
+  if (error != NULL)
     {
       GError *ours;
 
@@ -2424,19 +2476,48 @@ on_body_filled_cb (GObject      *source,
 }
 
 static void
+on_body_filled_cb (GObject      *source,
+                   GAsyncResult *result,
+                   gpointer      user_data)
+{
+  GTask  *task = user_data;
+  GError *error = NULL;
+
+  session_end_io (task);
+  g_task_propagate_boolean (G_TASK (result), &error);
+  body_filled (task, error);
+}
+
+/* Once the last write is done, the buffer is free again. */
+static void
+reset_body_buffer (Session *s)
+{
+  if (s->body_out_sent)
+    {
+      g_byte_array_set_size (s->body_out, s->chunking ? BDAT_HEADROOM : 0);
+      s->body_out_sent = FALSE;
+    }
+}
+
+static void
 read_body_chunk (GTask *task)
 {
   Session *s = g_task_get_task_data (task);
   g_autoptr (GTask) fill = NULL;
   GCancellable *cancellable;
 
-  if (s->body_out_sent)
+  /* Read by the last write's thread already. */
+  if (s->body_prefilled)
     {
-      /* The last write is done: the buffer is free again. */
-      g_assert (s->pending_write == NULL);
-      g_byte_array_set_size (s->body_out, s->chunking ? BDAT_HEADROOM : 0);
-      s->body_out_sent = FALSE;
+      s->body_prefilled = FALSE;
+      s->body_eof = s->prefill_eof;
+      s->body_read += s->prefill_read;
+      body_filled (task, g_steal_pointer (&s->prefill_error));
+      return;
     }
+
+  g_assert (!s->body_out_sent || s->pending_write == NULL);
+  reset_body_buffer (s);
 
   cancellable = session_begin_io (task, OUTBOX_SMTP_STEP_BODY, 0);
   fill = g_task_new (NULL, cancellable, on_body_filled_cb, task);
