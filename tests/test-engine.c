@@ -619,6 +619,104 @@ script_to_rcpt (OutboxTestSmtpServer *srv)
   outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
 }
 
+/* A message stream that fails ----------------------------------------------- */
+
+#define TEST_TYPE_FAILING_STREAM (test_failing_stream_get_type ())
+G_DECLARE_FINAL_TYPE (TestFailingStream, test_failing_stream, TEST, FAILING_STREAM, GInputStream)
+
+/* Gives lines of text, then fails at @fail_at bytes. */
+struct _TestFailingStream
+{
+  GInputStream parent_instance;
+
+  gsize offset;
+  gsize fail_at;
+};
+
+G_DEFINE_FINAL_TYPE (TestFailingStream, test_failing_stream, G_TYPE_INPUT_STREAM)
+
+static gssize
+test_failing_stream_read (GInputStream *stream,
+                          void         *buffer,
+                          gsize         count,
+                          GCancellable *cancellable,
+                          GError      **error)
+{
+  TestFailingStream *self = TEST_FAILING_STREAM (stream);
+  static const char  line[] = "A line of a big message, read until the disk fails.\n";
+  gsize              n = MIN (count, self->fail_at - self->offset);
+
+  if (n == 0)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, "The disk is on fire");
+      return -1;
+    }
+
+  for (gsize i = 0; i < n; i++)
+    ((char *) buffer)[i] = line[(self->offset + i) % (sizeof line - 1)];
+  self->offset += n;
+
+  return n;
+}
+
+static void
+test_failing_stream_class_init (TestFailingStreamClass *klass)
+{
+  G_INPUT_STREAM_CLASS (klass)->read_fn = test_failing_stream_read;
+}
+
+static void
+test_failing_stream_init (TestFailingStream *self)
+{
+}
+
+/* The message stream fails in the middle of the body, in a chunk read
+ * while the one before was written: the session stops before the end of
+ * the message, with the stream's error, at the body step. */
+static void
+test_message_read_fails (void)
+{
+  g_autoptr (OutboxTestSmtpServer) srv = new_server (FALSE);
+  g_autoptr (OutboxSmtpClient) client = NULL;
+  g_autoptr (GPtrArray) jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) outbox_smtp_job_free);
+  g_autoptr (GBytes) nothing = g_bytes_new (NULL, 0);
+  TestFailingStream *stream = g_object_new (TEST_TYPE_FAILING_STREAM, NULL);
+  OutboxSmtpJob     *job;
+  OutboxTestOutcome  o;
+
+  stream->fail_at = 2 * 1024 * 1024 + 512 * 1024;
+  job = outbox_smtp_job_new (USER, bob, G_INPUT_STREAM (stream), -1);
+  g_object_unref (stream);
+  g_ptr_array_add (jobs, job);
+
+  script_starttls (srv);
+  script_auth_plain (srv);
+  outbox_test_smtp_server_expect (srv, "MAIL FROM:<" USER ">*");
+  outbox_test_smtp_server_send (srv, "250 2.1.0 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "RCPT TO:<bob@example.org>");
+  outbox_test_smtp_server_send (srv, "250 2.1.5 Ok\r\n");
+  outbox_test_smtp_server_expect (srv, "DATA");
+  outbox_test_smtp_server_send (srv, "354 End data with <CR><LF>.<CR><LF>\r\n");
+  outbox_test_smtp_server_send_draining (srv, nothing);
+  outbox_test_smtp_server_start (srv);
+
+  client = make_client (srv, OUTBOX_SMTP_SECURITY_STARTTLS, TRUE);
+  run_batch (client, jobs, &o);
+
+  g_assert_false (outbox_smtp_job_get_sent (job));
+  g_assert_error (outbox_smtp_job_get_error (job), OUTBOX_SMTP_ERROR,
+                  OUTBOX_SMTP_ERROR_INVALID_INPUT);
+  g_assert_cmpstr (outbox_smtp_job_get_error (job)->message, ==,
+                   "Could not read the message: The disk is on fire");
+  g_assert_cmpint (outbox_smtp_job_get_failure (job)->step, ==, OUTBOX_SMTP_STEP_BODY);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 10000));
+  g_assert_cmpuint (outbox_test_smtp_server_get_data_count (srv), ==, 0);
+  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  assert_no_failure (srv);
+
+  outbox_test_outcome_clear (&o);
+}
+
 /* The end gate: the end of the message waits for the caller ---------------- */
 
 typedef struct
@@ -1752,6 +1850,7 @@ main (int   argc,
 
   g_test_add_func ("/engine/starttls-plain", test_starttls_plain);
   g_test_add_func ("/engine/auth-login", test_auth_login);
+  g_test_add_func ("/engine/message-read-fails", test_message_read_fails);
   g_test_add_func ("/engine/implicit-tls", test_implicit_tls);
   g_test_add_func ("/engine/ehlo-rejected-helo", test_ehlo_rejected_helo);
   g_test_add_func ("/engine/ehlo-rejected-requires-tls", test_ehlo_rejected_requires_tls);
