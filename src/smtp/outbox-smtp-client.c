@@ -988,6 +988,19 @@ next_job_index (Session *s)
 }
 
 /* Makes job @index the current message, in a fresh transaction. */
+
+/* A new transaction reads the message from its start, with new buffers. */
+static void
+reset_transaction_body (Session *s)
+{
+  s->body_eof = FALSE;
+  s->body_read = 0;
+  s->body_prefilled = FALSE;
+  g_clear_error (&s->prefill_error);
+  g_clear_pointer (&s->body_out, g_byte_array_unref);
+  g_clear_pointer (&s->body_in, g_free);
+}
+
 static void
 load_job (Session *s,
           guint    index)
@@ -1012,12 +1025,7 @@ load_job (Session *s,
   s->rcpt_index = 0;
   s->accepted = 0;
   s->drain_left = 0;
-  s->body_eof = FALSE;
-  s->body_read = 0;
-  s->body_prefilled = FALSE;
-  g_clear_error (&s->prefill_error);
-  g_clear_pointer (&s->body_out, g_byte_array_unref);
-  g_clear_pointer (&s->body_in, g_free);
+  reset_transaction_body (s);
   g_clear_pointer (&s->mail_refusal, outbox_smtp_reply_free);
   g_clear_pointer (&s->bdat_refusal, outbox_smtp_reply_free);
   s->bdat_pending = 0;
@@ -1956,12 +1964,7 @@ next_transaction (GTask *task)
 
   s->rcpt_index = 0;
   s->accepted = 0;
-  s->body_eof = FALSE;
-  s->body_read = 0;
-  s->body_prefilled = FALSE;
-  g_clear_error (&s->prefill_error);
-  g_clear_pointer (&s->body_out, g_byte_array_unref);
-  g_clear_pointer (&s->body_in, g_free);
+  reset_transaction_body (s);
   send_mail (task);
 }
 
