@@ -20,6 +20,7 @@
 #include "outbox-account.h"
 #include "outbox-cli-message.h"
 #include "outbox-cli-password.h"
+#include "outbox-cli-tls.h"
 #include "outbox-message.h"
 #include "outbox-secrets.h"
 #include "outbox-sender.h"
@@ -2133,10 +2134,11 @@ main (int   argc,
 {
   Send self = { 0 };
   g_autoptr (GError) error = NULL;
-  guint sigint_id;
-  guint sigterm_id;
-  guint sighup_id;
-  int   code;
+  GModule *tls_module;
+  guint    sigint_id;
+  guint    sigterm_id;
+  guint    sighup_id;
+  int      code;
 
   setlocale (LC_ALL, "");
   bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
@@ -2154,6 +2156,7 @@ main (int   argc,
     }
 
   outbox_message_init ();
+  tls_module = outbox_cli_hold_tls_module ();
 
   code = configure (&self);
   if (code == EX_OK)
@@ -2161,6 +2164,7 @@ main (int   argc,
   if (code != EX_OK)
     {
       send_clear (&self);
+      g_clear_pointer (&tls_module, g_module_close);
       return code;
     }
 
@@ -2181,6 +2185,7 @@ main (int   argc,
 
   code = self.exit_code;
   send_clear (&self);
+  g_clear_pointer (&tls_module, g_module_close);
 
   return code;
 }
