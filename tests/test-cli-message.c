@@ -42,7 +42,8 @@ reference (const guint8 *in,
 }
 
 /* Random blocks, mostly plain text with CR, LF, CRLF and NUL bytes here
- * and there, at every length around the sixteen-byte steps. */
+ * and there, at every length around the sixteen- and sixty-four-byte
+ * steps, through both the wide and the narrow path. */
 static void
 test_normalize (void)
 {
@@ -55,6 +56,7 @@ test_normalize (void)
       gboolean at_end = g_rand_boolean (rand);
       guint8  *in = g_malloc (len + 1);
       guint8  *expected = g_malloc (len + 1);
+      guint8  *narrow = g_malloc (len + 1);
       gboolean held = TRUE, expected_held = TRUE;
       gssize   nul = -2, expected_nul = -2;
       gsize    n, expected_n;
@@ -66,11 +68,20 @@ test_normalize (void)
         in[len - 1] = '\r';
 
       expected_n = reference (in, len, at_end, &expected_held, expected, &expected_nul);
+      memcpy (narrow, in, len);
       n = outbox_cli_message_normalize (in, len, at_end, &held, &nul);
       g_assert_cmpmem (in, n, expected, expected_n);
       g_assert_cmpint (held, ==, expected_held);
       g_assert_cmpint (nul, ==, expected_nul);
 
+      held = TRUE;
+      nul = -2;
+      n = outbox_cli_message_normalize_narrow (narrow, len, at_end, &held, &nul);
+      g_assert_cmpmem (narrow, n, expected, expected_n);
+      g_assert_cmpint (held, ==, expected_held);
+      g_assert_cmpint (nul, ==, expected_nul);
+
+      g_free (narrow);
       g_free (in);
       g_free (expected);
     }

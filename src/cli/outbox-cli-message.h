@@ -54,6 +54,13 @@ gsize              outbox_cli_message_normalize      (guint8             *data,
                                                       gboolean            at_end,
                                                       gboolean           *held_cr,
                                                       gssize             *nul);
+/* The same without the wide vector path that some CPUs take (for tests:
+ * both must give the same). */
+gsize              outbox_cli_message_normalize_narrow (guint8           *data,
+                                                        gsize             len,
+                                                        gboolean          at_end,
+                                                        gboolean         *held_cr,
+                                                        gssize           *nul);
 
 /* The error for a NUL byte on line @line_number (counted from 1) of the
  * input. */
