@@ -1218,6 +1218,60 @@ test_follow_pump (Fixture      *fixture,
   outbox_store_writer_free (pump.writer);
 }
 
+/* Following a writer takes the room for the whole message at once, and
+ * the commit gives back what was not used. */
+static void
+test_follow_reserves_room (Fixture      *fixture,
+                           gconstpointer user_data)
+{
+  const gsize expected = 8 * 1024 * 1024;
+  g_autoptr (OutboxEnvelope) envelope = make_envelope ();
+  g_autoptr (GBytes) content = make_follow_content (30000, 0); /* about 1 MB */
+  g_autoptr (GInputStream) stream = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GFile) file = NULL;
+  g_autoptr (GBytes) stored = NULL;
+  g_autofree char   *id = NULL;
+  g_autofree char   *path = NULL;
+  OutboxStoreWriter *writer;
+  const guint8      *data;
+  gsize              len;
+  struct stat        info;
+
+  data = g_bytes_get_data (content, &len);
+  writer = outbox_store_begin_add (fixture->store, OUTBOX_FOLDER_OUTBOX, &error);
+  g_assert_no_error (error);
+  g_assert_true (outbox_store_writer_write (writer, data, 100, NULL));
+  stream = outbox_store_writer_follow (writer, expected, NULL, NULL, &error);
+  g_assert_no_error (error);
+
+  g_assert_cmpint (stat (outbox_store_writer_get_path (writer), &info), ==, 0);
+  g_assert_cmpint (info.st_size, ==, 100);
+  if ((guint64) info.st_blocks * 512 < expected)
+    {
+      /* Not every file system can (tmpfs can, and ext4, btrfs, XFS). */
+      g_test_skip ("The file system of the test's folder does not preallocate");
+      outbox_store_writer_end_input (writer, NULL);
+      outbox_store_writer_free (writer);
+      return;
+    }
+
+  g_assert_true (outbox_store_writer_write (writer, data + 100, len - 100, NULL));
+  outbox_store_writer_end_input (writer, NULL);
+  g_input_stream_close (stream, NULL, NULL);
+  id = outbox_store_writer_commit (writer, envelope, NULL, &error);
+  g_assert_no_error (error);
+  outbox_store_writer_free (writer);
+
+  file = outbox_store_get_message_file (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
+  path = g_file_get_path (file);
+  g_assert_cmpint (stat (path, &info), ==, 0);
+  g_assert_cmpint (info.st_size, ==, len);
+  g_assert_cmpuint ((guint64) info.st_blocks * 512, <, len + 256 * 1024);
+  stored = load_message (fixture->store, OUTBOX_FOLDER_OUTBOX, id);
+  g_assert_true (g_bytes_equal (stored, content));
+}
+
 static gpointer
 close_soon_thread (gpointer user_data)
 {
@@ -1398,6 +1452,7 @@ main (int   argc,
   ADD ("/store/follow-failures", test_follow_failures);
   ADD ("/store/follow-pump", test_follow_pump);
   ADD ("/store/follow-wait-closed", test_follow_wait_closed);
+  ADD ("/store/follow-reserves-room", test_follow_reserves_room);
   ADD ("/store/content-flags", test_content_flags);
   g_test_add_func ("/store/default-root", test_default_root);
 

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 #define G_LOG_DOMAIN "outbox-mail"
+/* fallocate() */
+#define _GNU_SOURCE
 
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +62,7 @@ struct _OutboxStoreWriter
   int               write_errno; /* of the first failed write, or 0 */
   guint64           size;
   OutboxMessageScan scan;
+  gboolean          reserved; /* room was taken for more than may come */
   gboolean          finished; /* committed, or the commit failed */
   Follow           *follow;   /* (nullable) */
 };
@@ -1254,6 +1258,24 @@ outbox_store_writer_follow (OutboxStoreWriter *writer,
       return NULL;
     }
 
+  /* The room for the whole message is taken now: a full disk shows before
+   * anything is sent (and the caller may read the message first, which
+   * then fails to be written), and the file is laid out in one piece,
+   * which costs less to write. The room past what is written in the end
+   * is given back by the commit. */
+  if (expected_size > writer->size)
+    {
+      if (fallocate (writer->fd, FALLOC_FL_KEEP_SIZE, writer->size,
+                     expected_size - writer->size) == 0)
+        writer->reserved = TRUE;
+      else if (errno == ENOSPC || errno == EDQUOT)
+        {
+          set_errno_error (error, errno, ACTION_WRITE_FILE, writer->tmp_path);
+          close (fd);
+          return NULL;
+        }
+    }
+
   writer->follow = follow_new ();
   writer->follow->written = writer->size;
   writer->follow->expected = MAX (expected_size, writer->size);
@@ -1425,10 +1447,15 @@ outbox_store_writer_commit (OutboxStoreWriter    *writer,
   new_path = g_build_filename (self->root, folder_names[writer->folder], "new", writer->id, NULL);
   env_path = envelope_path (self, writer->folder, writer->id);
 
-  /* The message's bytes are safe on disk before anything points at them. */
+  /* The message's bytes are safe on disk before anything points at them.
+   * Cutting the file where it ends frees any room taken past it. */
   fd = writer->fd;
   writer->fd = -1;
-  saved_errno = sync_and_close (fd);
+  saved_errno = writer->reserved && ftruncate (fd, writer->size) != 0 ? errno : 0;
+  if (saved_errno != 0)
+    close (fd);
+  else
+    saved_errno = sync_and_close (fd);
   if (saved_errno != 0)
     {
       g_unlink (writer->tmp_path);
