@@ -274,6 +274,50 @@ test_move_to_sent (Fixture      *fixture,
   g_assert_cmpstr (basename, ==, id);
 }
 
+/* Into sent/ with the outcome of the attempt that sent it, in the same
+ * envelope write. */
+static void
+test_move_to_sent_recording (Fixture      *fixture,
+                             gconstpointer user_data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GFile) file = NULL;
+  g_autofree char   *id = add_message (fixture, OUTBOX_FOLDER_OUTBOX, NULL);
+  g_autofree char   *detail = NULL;
+  g_autofree char   *id2 = NULL;
+  g_autofree char   *detail2 = NULL;
+  OutboxMessageState state;
+
+  g_assert_true (outbox_store_record_attempt (fixture->store, OUTBOX_FOLDER_OUTBOX, id,
+                                              OUTBOX_STATE_FAILED_TEMPORARY, "451 later", &error));
+  g_assert_no_error (error);
+
+  g_assert_true (outbox_store_move_to_sent (fixture->store, id, OUTBOX_FOLDER_OUTBOX,
+                                            "250 2.0.0 Ok: queued as 4F", TRUE, &error));
+  g_assert_no_error (error);
+  assert_listed (fixture, OUTBOX_FOLDER_OUTBOX, id, FALSE);
+  assert_listed (fixture, OUTBOX_FOLDER_SENT, id, TRUE);
+  file = outbox_store_get_message_file (fixture->store, OUTBOX_FOLDER_SENT, id);
+  assert_file_contents (file, message_text);
+
+  state = outbox_store_get_state (fixture->store, OUTBOX_FOLDER_SENT, id, &detail, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (state, ==, OUTBOX_STATE_SENT);
+  g_assert_cmpstr (detail, ==, "250 2.0.0 Ok: queued as 4F");
+  g_assert_cmpuint (outbox_store_get_attempts (fixture->store, OUTBOX_FOLDER_SENT, id), ==, 2);
+
+  /* Not counted: marked as sent by hand. */
+  id2 = add_message (fixture, OUTBOX_FOLDER_OUTBOX, NULL);
+  g_assert_true (outbox_store_move_to_sent (fixture->store, id2, OUTBOX_FOLDER_OUTBOX,
+                                            "Marked as sent", FALSE, &error));
+  g_assert_no_error (error);
+  state = outbox_store_get_state (fixture->store, OUTBOX_FOLDER_SENT, id2, &detail2, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (state, ==, OUTBOX_STATE_SENT);
+  g_assert_cmpstr (detail2, ==, "Marked as sent");
+  g_assert_cmpuint (outbox_store_get_attempts (fixture->store, OUTBOX_FOLDER_SENT, id2), ==, 0);
+}
+
 static void
 test_state (Fixture      *fixture,
             gconstpointer user_data)
@@ -1436,6 +1480,7 @@ main (int   argc,
   ADD ("/store/add", test_add);
   ADD ("/store/unique-ids", test_unique_ids);
   ADD ("/store/move-to-sent", test_move_to_sent);
+  ADD ("/store/move-to-sent-recording", test_move_to_sent_recording);
   ADD ("/store/state", test_state);
   ADD ("/store/add-async", test_add_async);
   ADD ("/store/add-async-cancelled", test_add_async_cancelled);

@@ -1145,18 +1145,12 @@ mark_sent_thread (GTask        *task,
   const char   *detail = _("Marked as sent by the user: the server had not confirmed it");
   g_autoptr (GError) error = NULL;
 
-  if (!outbox_store_move (data->store, data->id, OUTBOX_FOLDER_OUTBOX, OUTBOX_FOLDER_SENT,
-                          &error))
+  if (!outbox_store_move_to_sent (data->store, data->id, OUTBOX_FOLDER_OUTBOX, detail, FALSE,
+                                  &error))
     {
       g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-
-  /* It is in sent/ now, which is what counts; the note is a courtesy. */
-  if (!outbox_store_set_state (data->store, OUTBOX_FOLDER_SENT, data->id, OUTBOX_STATE_SENT,
-                               detail, &error))
-    g_warning ("Could not record that message %s was marked as sent: %s", data->id,
-               error->message);
 
   g_task_return_boolean (task, TRUE);
 }

@@ -173,8 +173,8 @@ record_thread (GTask        *task,
       if (data->final_reply != NULL)
         detail = outbox_smtp_reply_to_string (data->final_reply);
 
-      if (!outbox_store_move (data->store, data->id, OUTBOX_FOLDER_OUTBOX, OUTBOX_FOLDER_SENT,
-                              &error))
+      if (!outbox_store_move_to_sent (data->store, data->id, OUTBOX_FOLDER_OUTBOX, detail, TRUE,
+                                      &error))
         {
           /* It was sent: it must not be sent again. Say so where it is. */
           g_warning ("Message %s was sent but could not be moved to sent/: %s", data->id,
@@ -184,12 +184,6 @@ record_thread (GTask        *task,
                                             OUTBOX_STATE_SENT, detail, &error))
             g_warning ("Could not record that message %s was sent: %s", data->id,
                        error->message);
-        }
-      else if (!outbox_store_record_attempt (data->store, OUTBOX_FOLDER_SENT, data->id,
-                                             OUTBOX_STATE_SENT, detail, &error))
-        {
-          g_warning ("Could not record that message %s was sent: %s", data->id,
-                     error->message);
         }
     }
   else if (!outbox_store_record_attempt (data->store, OUTBOX_FOLDER_OUTBOX, data->id,

@@ -547,6 +547,14 @@ set_status (GKeyFile          *key_file,
   g_key_file_set_string (key_file, STATUS_GROUP, "updated", updated);
 }
 
+static void
+count_one_attempt (GKeyFile *key_file)
+{
+  int attempts = g_key_file_get_integer (key_file, STATUS_GROUP, "attempts", NULL);
+
+  g_key_file_set_integer (key_file, STATUS_GROUP, "attempts", MAX (attempts, 0) + 1);
+}
+
 static gboolean
 parse_state (const char         *name,
              OutboxMessageState *state)
@@ -1531,25 +1539,22 @@ outbox_store_writer_free (OutboxStoreWriter *writer)
   g_free (writer);
 }
 
-gboolean
-outbox_store_move (OutboxStore *self,
-                   const char  *id,
-                   OutboxFolder from,
-                   OutboxFolder to,
-                   GError     **error)
+/* Into sent/, the state becomes SENT with @detail, and with
+ * @count_attempt the attempts go up by one. */
+static gboolean
+move_message (OutboxStore *self,
+              const char  *id,
+              OutboxFolder from,
+              OutboxFolder to,
+              const char  *detail,
+              gboolean     count_attempt,
+              GError     **error)
 {
   g_autoptr (GKeyFile) key_file = NULL;
   g_autofree char *source = NULL;
   g_autofree char *dest = NULL;
   g_autofree char *from_envelope = NULL;
   g_autofree char *basename = NULL;
-  g_autoptr (GError) local_error = NULL;
-
-  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
-  g_return_val_if_fail (id != NULL, FALSE);
-  g_return_val_if_fail (folder_is_valid (from), FALSE);
-  g_return_val_if_fail (folder_is_valid (to), FALSE);
-  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
   if (!check_id (id, error))
     return FALSE;
@@ -1571,7 +1576,9 @@ outbox_store_move (OutboxStore *self,
   /* 1. The envelope appears in the destination. Interrupted here, the
    *    message is still complete in @from; the copy is a leftover. */
   if (to == OUTBOX_FOLDER_SENT)
-    set_status (key_file, OUTBOX_STATE_SENT, NULL);
+    set_status (key_file, OUTBOX_STATE_SENT, detail);
+  if (count_attempt)
+    count_one_attempt (key_file);
   if (!save_key_file (self, to, id, key_file, error))
     return FALSE;
 
@@ -1603,6 +1610,38 @@ outbox_store_move (OutboxStore *self,
     g_debug ("Could not remove %s: %s", from_envelope, g_strerror (errno));
 
   return TRUE;
+}
+
+gboolean
+outbox_store_move (OutboxStore *self,
+                   const char  *id,
+                   OutboxFolder from,
+                   OutboxFolder to,
+                   GError     **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail (folder_is_valid (from), FALSE);
+  g_return_val_if_fail (folder_is_valid (to), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return move_message (self, id, from, to, NULL, FALSE, error);
+}
+
+gboolean
+outbox_store_move_to_sent (OutboxStore *self,
+                           const char  *id,
+                           OutboxFolder from,
+                           const char  *detail,
+                           gboolean     count_attempt,
+                           GError     **error)
+{
+  g_return_val_if_fail (OUTBOX_IS_STORE (self), FALSE);
+  g_return_val_if_fail (id != NULL, FALSE);
+  g_return_val_if_fail (folder_is_valid (from) && from != OUTBOX_FOLDER_SENT, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return move_message (self, id, from, OUTBOX_FOLDER_SENT, detail, count_attempt, error);
 }
 
 gboolean
@@ -1701,11 +1740,7 @@ update_state (OutboxStore       *self,
 
   set_status (key_file, state, detail);
   if (count_attempt)
-    {
-      int attempts = g_key_file_get_integer (key_file, STATUS_GROUP, "attempts", NULL);
-
-      g_key_file_set_integer (key_file, STATUS_GROUP, "attempts", MAX (attempts, 0) + 1);
-    }
+    count_one_attempt (key_file);
 
   return save_key_file (self, folder, id, key_file, error);
 }

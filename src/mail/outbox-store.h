@@ -133,6 +133,16 @@ gboolean            outbox_store_move              (OutboxStore         *self,
                                                     OutboxFolder         from,
                                                     OutboxFolder         to,
                                                     GError             **error);
+/* outbox_store_move() into sent/ that records the state SENT with
+ * @detail in the same step (one envelope write, not two); with
+ * @count_attempt also one attempt more, as outbox_store_record_attempt()
+ * does. */
+gboolean            outbox_store_move_to_sent      (OutboxStore         *self,
+                                                    const char          *id,
+                                                    OutboxFolder         from,
+                                                    const char          *detail,
+                                                    gboolean             count_attempt,
+                                                    GError             **error);
 gboolean            outbox_store_remove            (OutboxStore         *self,
                                                     OutboxFolder         folder,
                                                     const char          *id,
