@@ -858,6 +858,7 @@ test_compose_delivery_unknown_mark_sent (void)
   g_auto (GStrv) done = NULL;
   g_autofree char     *id = NULL;
   g_autofree char     *transcript = NULL;
+  g_autofree char     *detail = NULL;
   OutboxComposeWindow *window;
   gboolean             failed = FALSE;
   gboolean             sent = FALSE;
@@ -898,7 +899,11 @@ test_compose_delivery_unknown_mark_sent (void)
   g_assert_false (strv_contains (queued, id));
   done = outbox_store_list (store, OUTBOX_FOLDER_SENT, NULL);
   g_assert_true (strv_contains (done, id));
-  g_assert_cmpint (get_state (store, OUTBOX_FOLDER_SENT, id), ==, OUTBOX_STATE_SENT);
+  g_assert_cmpint (outbox_store_get_state (store, OUTBOX_FOLDER_SENT, id, &detail, NULL), ==,
+                   OUTBOX_STATE_SENT);
+  /* Said where it is, and not counted as an attempt. */
+  g_assert_true (g_str_has_prefix (detail, "Marked as sent by the user"));
+  g_assert_cmpuint (outbox_store_get_attempts (store, OUTBOX_FOLDER_SENT, id), ==, 1);
 
   end = g_get_monotonic_time () + 10 * G_TIME_SPAN_SECOND;
   while (window != NULL && g_get_monotonic_time () < end)
