@@ -128,6 +128,13 @@ test_loaded_once (void)
   held = g_strdup_printf ("held %s\n", path);
   g_assert_cmpstr (out, ==, held);
 
+  /* glibc's dynamic loader tells; another might not. */
+  if (strstr (err, "dynamically loaded") == NULL)
+    {
+      g_test_skip ("The dynamic loader does not tell what it loads (LD_DEBUG)");
+      return;
+    }
+
   loaded = g_strdup_printf ("file=%s [0];  dynamically loaded", path);
   for (p = strstr (err, loaded); p != NULL; p = strstr (p + 1, loaded))
     loads++;
