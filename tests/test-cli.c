@@ -844,6 +844,32 @@ test_fail_close_after_dot (void)
   run_clear (&run);
 }
 
+/* Once outbox-send has sent MAIL (and the server stalls), SIGTERM: it
+ * stops cleanly, says so, and keeps the message queued. */
+static void
+interrupt_at_mail (OutboxTestSmtpServer *srv,
+                   GSubprocess          *process,
+                   GTimer               *timer,
+                   Run                  *run,
+                   Result               *r)
+{
+  while (!lines_contain (srv, "MAIL FROM:"))
+    {
+      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
+      g_usleep (20000);
+    }
+
+  g_subprocess_send_signal (process, SIGTERM);
+  wait_process_closed (process, r);
+
+  g_assert_cmpint (r->status, ==, EX_TEMPFAIL);
+  g_assert_nonnull (strstr (r->err, "Interrupted"));
+  g_assert_nonnull (strstr (r->err, "It is kept in "));
+  g_assert_cmpint (outbox_state (run), ==, OUTBOX_STATE_QUEUED);
+  g_assert_true (outbox_test_smtp_server_wait (srv, 20000));
+  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+}
+
 /* SIGTERM while the server stalls: a clean stop, the message kept. */
 static void
 test_fail_sigterm (void)
@@ -875,21 +901,7 @@ test_fail_sigterm (void)
     g_assert_no_error (error);
   }
 
-  while (!lines_contain (srv, "MAIL FROM:"))
-    {
-      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
-      g_usleep (20000);
-    }
-
-  g_subprocess_send_signal (process, SIGTERM);
-  wait_process_closed (process, &r);
-
-  g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
-  g_assert_nonnull (strstr (r.err, "Interrupted"));
-  g_assert_nonnull (strstr (r.err, "It is kept in "));
-  g_assert_cmpint (outbox_state (&run), ==, OUTBOX_STATE_QUEUED);
-  g_assert_true (outbox_test_smtp_server_wait (srv, 20000));
-  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  interrupt_at_mail (srv, process, timer, &run, &r);
 
   result_clear (&r);
   run_clear (&run);
@@ -2453,22 +2465,7 @@ test_follow_sigterm (void)
     process = spawn_with_input (&run, args, path);
   }
 
-  /* Waiting for the reply to MAIL. */
-  while (!lines_contain (srv, "MAIL FROM:"))
-    {
-      g_assert_cmpfloat (g_timer_elapsed (timer, NULL), <, 20.0);
-      g_usleep (20000);
-    }
-
-  g_subprocess_send_signal (process, SIGTERM);
-  wait_process_closed (process, &r);
-
-  g_assert_cmpint (r.status, ==, EX_TEMPFAIL);
-  g_assert_nonnull (strstr (r.err, "Interrupted"));
-  g_assert_nonnull (strstr (r.err, "It is kept in "));
-  g_assert_cmpint (outbox_state (&run), ==, OUTBOX_STATE_QUEUED);
-  g_assert_true (outbox_test_smtp_server_wait (srv, 20000));
-  g_assert_true (outbox_test_smtp_server_get_client_closed (srv));
+  interrupt_at_mail (srv, process, timer, &run, &r);
 
   /* All of it, with its line ends as stored. */
   {
